@@ -1,0 +1,3 @@
+from bankllm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Atomic file writes and strict JSON reads: the only way bankllm writes or reads its own files.
+
+A write goes to a temporary file in the same directory, is flushed and fsynced, then renamed
+over the target, so a reader (or a crash) sees either the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from bankllm.errors import BankLLMError
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` to fill a temporary file, then fsync it and rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomically replace ``path`` with ``data``."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Atomically replace ``path`` with ``text`` encoded as UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON with a trailing newline."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_jsonl(path: str | Path, records: Iterable[Any]) -> Path:
+    """Atomically write one compact JSON object per line (stable key order as given)."""
+    lines = [json.dumps(r, ensure_ascii=False, separators=(", ", ": ")) for r in records]
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Read a JSON file; a missing or malformed file is a :class:`BankLLMError` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BankLLMError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BankLLMError(f"{path}: cannot read {what} ({exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BankLLMError(
+            f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})"
+        ) from None
+
+
+def load_schema(package: str, name: str) -> dict[str, Any]:
+    """Load the JSON Schema ``name`` shipped in ``package``'s ``schemas/`` folder."""
+    from importlib.resources import files
+
+    return json.loads(files(package).joinpath("schemas", name).read_text(encoding="utf-8"))
+
+
+def validate_json(obj: Any, schema: dict[str, Any], origin: str) -> None:
+    """Validate ``obj`` against ``schema``; the error names ``origin`` and the failing field."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
+    if error is not None:
+        field = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise BankLLMError(f"{origin}: field '{field}': {error.message}")
