@@ -17,10 +17,16 @@ DEFAULT_RUN = "runs/latest"
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model; writes runs/<name>/ and points runs/latest at it")
+    p = sub.add_parser(
+        "train", help="train a model; writes runs/<name>/ and points runs/latest at it"
+    )
     p.add_argument("--config", help="TOML file of config keys (see README: Config keys)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config key; repeatable, applied after --config",
     )
     p.add_argument("--data", help="corpus JSONL to train on (same as --set data=FILE)")
@@ -51,7 +57,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--n", type=int, default=900, help="number of conversations")
     synth.add_argument("-o", "--output", default="fixtures/banking_conversations.jsonl")
     synth.add_argument(
-        "--probes-dir", default="fixtures/probes",
+        "--probes-dir",
+        default="fixtures/probes",
         help="where the consistency probe sets go ('' to skip)",
     )
     synth.set_defaults(handler="bankllm.synth:cli_synth")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from bankllm.errors import BankLLMError
 
@@ -53,8 +54,12 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = leave torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms
     bucket_batches: int = 8  # length bucketing: sort within groups of this many batches
-    max_nonfinite_steps: int = 0  # optimizer steps with a non-finite loss/grad to skip before stopping
-    save_every_steps: int = 0  # also write the resumable state every N optimizer steps (0: per epoch)
+    max_nonfinite_steps: int = (
+        0  # optimizer steps with a non-finite loss/grad to skip before stopping
+    )
+    save_every_steps: int = (
+        0  # also write the resumable state every N optimizer steps (0: per epoch)
+    )
 
     @property
     def grad_accum_steps(self) -> int:
@@ -128,9 +133,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         try:
             return want(float(text)) if want is int and "e" in text else want(text)
         except ValueError:
-            raise BankLLMError(
-                f"{origin}: {key} must be {want.__name__}, got '{value}'"
-            ) from None
+            raise BankLLMError(f"{origin}: {key} must be {want.__name__}, got '{value}'") from None
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):

@@ -29,8 +29,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` to fill a temporary file, then fsync it and rename it to ``path``."""
+    """Call ``write(tmp_path)`` to fill a temporary file, fsync it, rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -38,6 +47,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; give the file the usual mode
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -81,9 +91,7 @@ def read_json(path: str | Path, what: str = "file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BankLLMError(
-            f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})"
-        ) from None
+        raise BankLLMError(f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
 
 
 def load_schema(package: str, name: str) -> dict[str, Any]:

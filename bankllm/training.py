@@ -1,0 +1,728 @@
+"""The trainer: every feature of the training chapter, done right.
+
+- AdamW (decoupled weight decay on weight matrices only), fused where available.
+- Cosine learning-rate schedule stepped per optimizer step, optional linear warm-up, a floor.
+- Gradient accumulation whose loss is normalised by the number of target tokens in the
+  whole accumulation window, so the gradient equals that of one batch of ``batch_size``
+  sequences however it is cut into micro-batches (the chapter's ``loss / accumulation_steps``
+  does not: micro-batches hold different numbers of tokens).
+- Gradient clipping, with the pre-clip norm logged.
+- After every epoch: val loss and ``train_eval`` (eval mode on a fixed train subset the size
+  of val) so that train and val are compared like for like.
+- Only the best checkpoint by val loss is kept, plus a resumable last state.
+- bf16 autocast where the CPU has AMX or AVX512-BF16; seeded, resumable data order.
+- Non-finite losses or gradients skip the step (up to ``max_nonfinite_steps``) or stop the
+  run; SIGINT / SIGTERM finish the current step, save, and exit 130 / 143.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext, suppress
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bankllm import checkpoints as ckpt
+from bankllm.config import TrainConfig, load_config
+from bankllm.data import (
+    EncodedCorpus,
+    collate,
+    encode_corpus,
+    epoch_batches,
+    file_sha256,
+    load_conversations,
+    micro_batches,
+    split_conversations,
+)
+from bankllm.errors import BankLLMError
+from bankllm.fileio import atomic_write_json
+from bankllm.model import GPT
+from bankllm.tokenizer import Tokenizer
+
+EXIT_SIGINT, EXIT_SIGTERM, EXIT_DIVERGED = 130, 143, 3
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU runs bf16 matrix multiplies natively (AMX or AVX512-BF16)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    """``cpu``, ``cuda`` (an error without CUDA) or ``auto`` (CUDA when present)."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise BankLLMError("config: device=cuda but no CUDA device is available (use cpu or auto)")
+    return torch.device(cfg.device)
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """``bf16`` or ``fp32``: ``auto`` picks bf16 where the hardware runs it fast."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a precision (a no-op for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def make_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (dim >= 2) only; biases and LayerNorms undecayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, cosine to min_lr."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain values (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]) + [random.getstate()[2]],
+        "python_version": random.getstate()[0],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    internal = tuple(int(x) for x in state["python"][:-1])
+    gauss = state["python"][-1]
+    random.setstate((state["python_version"], internal, gauss))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def evaluate(
+    model: GPT,
+    corpus: EncodedCorpus,
+    pad_id: int,
+    device: torch.device,
+    precision: str,
+    batch_size: int = 32,
+) -> float:
+    """Mean per-token loss of ``corpus`` in eval mode (dropout off); restores the mode after."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(corpus)), key=lambda i: corpus.lengths[i])
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        x, y = collate(corpus, order[start : start + batch_size], pad_id)
+        x, y = x.to(device), y.to(device)
+        with autocast(device, precision):
+            _, loss_sum = model(x, y, reduction="sum")
+        total += float(loss_sum)
+        count += int((y != -100).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    corpus: EncodedCorpus,
+    batch: list[int],
+    micro_batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    precision: str,
+    token_count: int | None = None,
+    no_sync: Callable[[], Any] | None = None,
+) -> tuple[float, int, int]:
+    """Backpropagate one optimizer batch in micro-batches; return (sum loss, tokens, padded).
+
+    Each micro-batch's summed token loss is divided by ``token_count`` (default: the target
+    tokens of the whole batch), so the accumulated gradient is exactly the gradient of the
+    mean token loss over the batch, however it is cut into micro-batches.
+    """
+    parts = [collate(corpus, mb, pad_id) for mb in micro_batches(batch, micro_batch_size)]
+    tokens = sum(int((y != -100).sum()) for _, y in parts)
+    denominator = token_count if token_count is not None else tokens
+    loss_sum, padded = 0.0, 0
+    for i, (x, y) in enumerate(parts):
+        x, y = x.to(device), y.to(device)
+        padded += x.numel()
+        last = i == len(parts) - 1
+        with no_sync() if no_sync is not None and not last else nullcontext():
+            with autocast(device, precision):
+                _, loss = model(x, y, reduction="sum")
+            (loss / max(denominator, 1)).backward()
+        loss_sum += float(loss.detach())
+    return loss_sum, tokens, padded
+
+
+class _StopRequest:
+    """Records SIGINT / SIGTERM so the trainer can stop after the current step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with suppress(ValueError):  # signals can only be set in the main thread
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before training when the run directory cannot be created or written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BankLLMError(
+            f"{run_dir}: run directory is not writable ({exc.strerror}); "
+            "choose another with --runs-dir or --name"
+        ) from None
+
+
+class Trainer:
+    """Trains one run into ``run_dir``; see the module docstring for what it does."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        show_progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.show_progress = show_progress
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        check_writable(self.run_dir)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.device = resolve_device(cfg)
+        self.precision = resolve_precision(cfg, self.device)
+        self._prepare_data(resume)
+        self._build(resume)
+
+    # -- setup -------------------------------------------------------------------------------
+    def _prepare_data(self, resume: bool) -> None:
+        cfg = self.cfg
+        conversations = load_conversations(cfg.data)
+        self.data_sha256 = file_sha256(cfg.data)
+        if resume:
+            split_info = ckpt.read_json(self.run_dir / ckpt.SPLIT_FILE, "split")
+            if split_info.get("data_sha256") != self.data_sha256:
+                raise BankLLMError(f"{cfg.data}: data changed since the run started; cannot resume")
+            self.split = ckpt.Split.from_ids(conversations, split_info)
+            self.tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
+        else:
+            self.split = split_conversations(conversations, cfg.val_fraction, cfg.seed)
+            self.tokenizer = Tokenizer.train(
+                (m["content"] for c in self.split.train for m in c["messages"]),
+                min_freq=cfg.min_freq,
+            )
+        enc = lambda convs: encode_corpus(convs, self.tokenizer, cfg.block_size, cfg.loss_on)  # noqa: E731
+        self.train_data, self.val_data, self.train_eval_data = (
+            enc(self.split.train),
+            enc(self.split.val),
+            enc(self.split.train_eval),
+        )
+        truncated = self.train_data.truncated + self.val_data.truncated
+        if truncated:
+            self.log(
+                f"note: {truncated} conversation(s) longer than block_size={cfg.block_size} "
+                "tokens were truncated"
+            )
+        self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+    def _build(self, resume: bool) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.model = GPT(ckpt.gpt_config(cfg, len(self.tokenizer))).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_at(step, self.total_steps, cfg) / cfg.lr
+        )
+        self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
+        self.epoch_loss_sum, self.epoch_tokens, self.epoch_seconds = 0.0, 0, 0.0
+        self.nonfinite_steps = 0
+        self.padded_tokens, self.pad_positions = 0, 0
+        if resume:
+            self._restore(ckpt.load_state(self.run_dir / ckpt.STATE_FILE))
+            return
+        self.model.eval()
+        first = epoch_batches(
+            self.train_data.lengths, cfg.batch_size, cfg.seed, 1, cfg.bucket_batches
+        )
+        initial = self._initial_loss(first[0])
+        self.model.train()
+        self.metrics: dict[str, Any] = {
+            "schema_version": 1,
+            "run_name": self.run_dir.name,
+            "status": "running",
+            "n_params": self.model.num_params(),
+            "vocab_size": len(self.tokenizer),
+            "n_train": len(self.split.train),
+            "n_val": len(self.split.val),
+            "n_train_eval": len(self.split.train_eval),
+            "initial_loss": initial,
+            "precision": self.precision,
+            "device": str(self.device),
+            "torch_version": torch.__version__,
+            "world_size": 1,
+            "warmup_steps": cfg.warmup_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "train_seconds": 0.0,
+            "tokens_per_second": 0.0,
+            "padding_share": 0.0,
+            "truncated_conversations": self.train_data.truncated + self.val_data.truncated,
+            "unk_rate_val": self.tokenizer.unk_rate(
+                m["content"] for c in self.split.val for m in c["messages"]
+            ),
+            "data_sha256": self.data_sha256,
+            "best_epoch": None,
+            "best_val_loss": None,
+            "steps": [],
+            "epochs": [],
+            "events": [],
+        }
+        self._write_run_files()
+
+    def _initial_loss(self, batch: list[int]) -> float:
+        x, y = collate(self.train_data, batch, self.tokenizer.pad_id)
+        with torch.no_grad(), autocast(self.device, self.precision):
+            _, loss = self.model(x.to(self.device), y.to(self.device))
+        return float(loss)
+
+    def _write_run_files(self) -> None:
+        atomic_write_json(self.run_dir / ckpt.CONFIG_FILE, self.cfg.to_dict())
+        self.tokenizer.save(self.run_dir / ckpt.TOKENIZER_FILE)
+        atomic_write_json(
+            self.run_dir / ckpt.SPLIT_FILE,
+            {
+                "data": self.cfg.data,
+                "data_abspath": str(Path(self.cfg.data).resolve()),
+                "data_sha256": self.data_sha256,
+                "seed": self.cfg.seed,
+                "val_fraction": self.cfg.val_fraction,
+                **self.split.ids(),
+            },
+        )
+        ckpt.write_metrics(self.run_dir, self.metrics)
+
+    # -- resumable state ---------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": {
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "step": self.step,
+                "epoch_loss_sum": self.epoch_loss_sum,
+                "epoch_tokens": self.epoch_tokens,
+                "epoch_seconds": self.epoch_seconds,
+                "nonfinite_steps": self.nonfinite_steps,
+                "padded_tokens": self.padded_tokens,
+                "pad_positions": self.pad_positions,
+            },
+            "rng": rng_state(),
+            "metrics": self.metrics,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for key, value in state["progress"].items():
+            setattr(self, key, value)
+        self.metrics = state["metrics"]
+        self.metrics["status"] = "running"
+        self.metrics["events"].append(
+            {
+                "step": self.step,
+                "epoch": self.epoch,
+                "kind": "resumed",
+                "message": f"resumed at epoch {self.epoch}, batch {self.batch_in_epoch}",
+            }
+        )
+        set_rng_state(state["rng"])
+        self.model.train()
+
+    def save_state(self) -> None:
+        ckpt.save_state(self._state(), self.run_dir / ckpt.STATE_FILE)
+        ckpt.write_metrics(self.run_dir, self.metrics)
+
+    # -- training ----------------------------------------------------------------------------
+    def _train_step(self, batch: list[int]) -> dict[str, Any]:
+        """One optimizer step on ``batch``; returns its step record."""
+        cfg = self.cfg
+        lr = self.scheduler.get_last_lr()[0]
+        loss_sum, tokens, padded = accumulate_gradients(
+            self.model,
+            self.train_data,
+            batch,
+            cfg.micro_batch_size,
+            self.tokenizer.pad_id,
+            self.device,
+            self.precision,
+        )
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        loss = loss_sum / max(tokens, 1)
+        self.step += 1
+        self.padded_tokens += padded
+        record = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": tokens,
+        }
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.epoch_loss_sum += loss_sum
+            self.epoch_tokens += tokens
+        else:
+            self.nonfinite_steps += 1
+            record.update(
+                loss=loss if math.isfinite(loss) else None,
+                grad_norm=grad_norm if math.isfinite(grad_norm) else None,
+                skipped=True,
+            )
+            what = "loss" if not math.isfinite(loss) else "gradient norm"
+            self.metrics["events"].append(
+                {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "kind": "nonfinite",
+                    "message": f"non-finite {what} at step {self.step} "
+                    f"(epoch {self.epoch}); step skipped",
+                }
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return record
+
+    def _end_epoch(self) -> dict[str, Any]:
+        pad = self.tokenizer.pad_id
+        val = evaluate(self.model, self.val_data, pad, self.device, self.precision)
+        train_eval = evaluate(self.model, self.train_eval_data, pad, self.device, self.precision)
+        record = {
+            "epoch": self.epoch,
+            "train_loss": self.epoch_loss_sum / self.epoch_tokens if self.epoch_tokens else None,
+            "train_eval_loss": train_eval,
+            "val_loss": val,
+            "lr": self.scheduler.get_last_lr()[0],
+            "seconds": self.epoch_seconds,
+            "tokens": self.epoch_tokens,
+        }
+        self.metrics["epochs"].append(record)
+        best = self.metrics["best_val_loss"]
+        if math.isfinite(val) and (best is None or val < best):
+            # weights first, then the record naming them: a crash between leaves an older
+            # best.json next to better weights, never a record of weights that do not exist
+            ckpt.save_weights(
+                self.model,
+                self.run_dir / ckpt.BEST_WEIGHTS,
+                {"epoch": str(self.epoch), "val_loss": repr(val)},
+            )
+            atomic_write_json(self.run_dir / ckpt.BEST_INFO, {"epoch": self.epoch, "val_loss": val})
+            self.metrics["best_epoch"], self.metrics["best_val_loss"] = self.epoch, val
+        return record
+
+    def _update_throughput(self) -> None:
+        seconds = sum(e["seconds"] for e in self.metrics["epochs"]) + self.epoch_seconds
+        tokens = sum(s["tokens"] for s in self.metrics["steps"])
+        self.metrics["train_seconds"] = seconds
+        self.metrics["tokens_per_second"] = tokens / seconds if seconds > 0 else 0.0
+        # share of the input positions computed that were padding
+        self.metrics["padding_share"] = (
+            self.pad_positions / self.padded_tokens if self.padded_tokens else 0.0
+        )
+
+    def train(self) -> int:
+        """Run (or continue) training; return the process exit code."""
+        cfg = self.cfg
+        progress = _Progress(self) if self.show_progress else None
+        with _StopRequest() as stop, progress or nullcontext():
+            while self.epoch <= cfg.epochs:
+                batches = epoch_batches(
+                    self.train_data.lengths,
+                    cfg.batch_size,
+                    cfg.seed,
+                    self.epoch,
+                    cfg.bucket_batches,
+                )
+                while self.batch_in_epoch < len(batches):
+                    t0 = time.perf_counter()
+                    batch = batches[self.batch_in_epoch]
+                    record = self._train_step(batch)
+                    self.pad_positions += self._pad_count(batch)
+                    self.batch_in_epoch += 1
+                    self.epoch_seconds += time.perf_counter() - t0
+                    self.metrics["steps"].append(record)
+                    if progress:
+                        progress.update(record)
+                    if self.nonfinite_steps > cfg.max_nonfinite_steps:
+                        return self._stop_diverged(record)
+                    if stop.signum is not None:
+                        return self._stop_interrupted(stop.signum)
+                    if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+                        self._update_throughput()
+                        self.save_state()
+                self._end_epoch()
+                self.epoch += 1
+                self.batch_in_epoch, self.epoch_loss_sum, self.epoch_tokens = 0, 0.0, 0
+                self.epoch_seconds = 0.0
+                self._update_throughput()
+                self.save_state()
+                if progress:
+                    progress.epoch_done(self.metrics["epochs"][-1])
+                if stop.signum is not None:
+                    return self._stop_interrupted(stop.signum)
+        self.metrics["status"] = "completed"
+        self._update_throughput()
+        self.save_state()
+        ckpt.point_latest(self.run_dir)
+        return 0
+
+    def _pad_count(self, batch: list[int]) -> int:
+        lengths = self.train_data.lengths
+        return sum(
+            len(mb) * max(lengths[i] for i in mb) - sum(lengths[i] for i in mb)
+            for mb in micro_batches(batch, self.cfg.micro_batch_size)
+        )
+
+    def _stop_diverged(self, record: dict[str, Any]) -> int:
+        self.metrics["status"] = "diverged"
+        message = (
+            f"training stopped at step {record['step']} (epoch {record['epoch']}): "
+            f"{self.nonfinite_steps} non-finite step(s), more than max_nonfinite_steps="
+            f"{self.cfg.max_nonfinite_steps}; the best checkpoint is untouched"
+        )
+        self.metrics["events"].append(
+            {
+                "step": record["step"],
+                "epoch": record["epoch"],
+                "kind": "stopped",
+                "message": message,
+            }
+        )
+        self._update_throughput()
+        ckpt.write_metrics(self.run_dir, self.metrics)
+        self.log(f"error: {message}")
+        return EXIT_DIVERGED
+
+    def _stop_interrupted(self, signum: int) -> int:
+        self.metrics["status"] = "interrupted"
+        name = signal.Signals(signum).name
+        self.metrics["events"].append(
+            {
+                "step": self.step,
+                "epoch": self.epoch,
+                "kind": "interrupted",
+                "message": f"{name} after step {self.step}; state saved",
+            }
+        )
+        self._update_throughput()
+        self.save_state()
+        self.log(
+            f"interrupted by {name} after step {self.step}; state saved. Resume with:\n"
+            f"  bankllm train --resume {self.run_dir}"
+        )
+        return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+
+
+class _Progress:
+    """Rich progress bar: epoch, step, loss, lr, tokens/s, ETA."""
+
+    def __init__(self, trainer: Trainer):
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.trainer = trainer
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("lr {task.fields[lr]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self.tokens, self.t0 = 0, time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        t = self.trainer
+        self.progress.__enter__()
+        self.task = self.progress.add_task(
+            "train",
+            total=t.total_steps,
+            completed=t.step,
+            epoch=t.epoch,
+            epochs=t.cfg.epochs,
+            loss="-",
+            lr="-",
+            tps="-",
+        )
+        return self
+
+    def update(self, record: dict[str, Any]) -> None:
+        self.tokens += record["tokens"]
+        elapsed = time.perf_counter() - self.t0
+        loss = record["loss"]
+        self.progress.update(
+            self.task,
+            completed=record["step"],
+            epoch=record["epoch"],
+            loss="nan" if loss is None else f"{loss:.3f}",
+            lr=f"{record['lr']:.2e}",
+            tps=f"{self.tokens / elapsed:,.0f}" if elapsed > 0 else "-",
+        )
+
+    def epoch_done(self, record: dict[str, Any]) -> None:
+        self.progress.console.print(
+            f"epoch {record['epoch']:>2}: train {record['train_loss']:.4f} (running, dropout on)  "
+            f"train_eval {record['train_eval_loss']:.4f}  val {record['val_loss']:.4f}  "
+            f"{record['seconds']:.1f}s"
+        )
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+
+def print_summary(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """The end-of-training summary table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {run_dir}", show_header=False)
+    best = metrics["best_val_loss"]
+    rows = [
+        ("status", metrics["status"]),
+        ("best val loss", "-" if best is None else f"{best:.4f} (epoch {metrics['best_epoch']})"),
+        ("parameters", f"{metrics['n_params']:,}"),
+        ("vocabulary", str(metrics["vocab_size"])),
+        ("train / val conversations", f"{metrics['n_train']} / {metrics['n_val']}"),
+        (
+            "initial loss (ln V)",
+            f"{metrics['initial_loss']:.3f} ({math.log(metrics['vocab_size']):.3f})",
+        ),
+        ("precision / device", f"{metrics['precision']} / {metrics['device']}"),
+        ("training time", f"{metrics['train_seconds']:.1f} s"),
+        ("throughput", f"{metrics['tokens_per_second']:,.0f} target tokens/s"),
+        ("padding share", f"{metrics['padding_share']:.1%}"),
+    ]
+    if metrics["epochs"]:
+        last = metrics["epochs"][-1]
+        rows.append(
+            (
+                "last epoch train_eval / val",
+                f"{last['train_eval_loss']:.4f} / {last['val_loss']:.4f}",
+            )
+        )
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def default_run_name() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def cli_train(args: Any) -> int:
+    """``bankllm train``: train a new run, or continue one with ``--resume RUN``."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / ckpt.CONFIG_FILE).exists():
+            raise BankLLMError(f"{run_dir}: not a run directory (no {ckpt.CONFIG_FILE})")
+        cfg = ckpt.read_config(run_dir)
+        resume = True
+    else:
+        overrides = list(args.overrides)
+        if args.data:
+            overrides.append(f"data={args.data}")
+        cfg = load_config(args.config, overrides)
+        run_dir = Path(args.runs_dir) / (args.name or default_run_name())
+        if (run_dir / ckpt.METRICS_FILE).exists():
+            raise BankLLMError(
+                f"{run_dir}: a run of that name exists; pick another --name or "
+                f"continue it with --resume {run_dir}"
+            )
+        resume = False
+    trainer = Trainer(cfg, run_dir, resume=resume, show_progress=not args.quiet)
+    print(
+        f"bankllm: {trainer.metrics['n_params']:,} parameters, vocabulary "
+        f"{len(trainer.tokenizer)}, {len(trainer.split.train)} train / "
+        f"{len(trainer.split.val)} val conversations, {trainer.precision} on "
+        f"{trainer.device} ({platform.machine()}), run {run_dir}",
+        flush=True,
+    )
+    code = trainer.train()
+    print_summary(run_dir, trainer.metrics)
+    return code
