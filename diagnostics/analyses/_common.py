@@ -1,0 +1,56 @@
+"""Helpers shared by the training-curve analyses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class EarlyStop:
+    """Lightning ``EarlyStopping(mode="min", min_delta, patience)`` replayed over val losses.
+
+    ``best_epoch``: last epoch that improved on the best by more than ``min_delta``;
+    ``stop_epoch``: epoch at which EarlyStopping would have stopped (``None``: it never did);
+    ``plateau_epoch``: ``best_epoch`` if it stopped, else ``None`` (still improving).
+    """
+
+    best_epoch: int
+    best_value: float
+    stop_epoch: int | None
+
+    @property
+    def plateau_epoch(self) -> int | None:
+        return self.best_epoch if self.stop_epoch is not None else None
+
+
+def early_stopping(
+    epochs: Sequence[int], values: Sequence[float], min_delta: float, patience: int
+) -> EarlyStop:
+    """Replay EarlyStopping: improvement means ``value < best - min_delta``; stop when
+    ``patience`` epochs in a row did not improve. ``epochs``/``values`` are non-empty."""
+    best_epoch, best, wait = epochs[0], values[0], 0
+    for epoch, value in zip(epochs[1:], values[1:], strict=True):
+        if value < best - min_delta:
+            best_epoch, best, wait = epoch, value, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return EarlyStop(best_epoch, best, epoch)
+    return EarlyStop(best_epoch, best, None)
+
+
+def finite(value: Any) -> bool:
+    """True for a real, finite number (None, NaN and inf are not)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def epoch_rows(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The per-epoch records, sorted by epoch."""
+    return sorted(metrics.get("epochs") or [], key=lambda e: e["epoch"])

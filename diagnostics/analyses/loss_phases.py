@@ -1,0 +1,213 @@
+"""§2 Loss phases: change points of log(step loss), epoch shares, plateau, divergence."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from diagnostics.analyses._common import early_stopping, epoch_rows, finite
+from diagnostics.results import CheckResult, table
+
+NAME = "loss_phases"
+MAX_POINTS = 200  # longer curves are averaged into this many consecutive-step buckets
+METHOD = "ruptures.Dynp(model='linear') on log(loss) vs step; 1..max_phases segments by BIC"
+
+
+def _segments(x: np.ndarray, y: np.ndarray, max_phases: int) -> list[tuple[int, int]]:
+    """Least-squares piecewise-linear segmentation of ``y(x)`` into at most ``max_phases``
+    ``[start, end)`` index ranges.
+
+    ``ruptures.Dynp`` with the ``"linear"`` cost (least-squares line per segment, regressors
+    ``[x, 1]``) is the *exact* dynamic programme over all breakpoint positions; with at most
+    ~200 points it costs a fraction of a second, so the approximate ``Binseg``/``BottomUp`` buy
+    nothing. (``"clinear"`` is not a least-squares fit: it interpolates between the noisy end
+    samples of each segment.) The number of segments is chosen by BIC, so a flat or cleanly
+    log-linear curve keeps one phase instead of being forced into four.
+    """
+    import ruptures as rpt
+
+    m = len(y)
+    min_size = max(3, m // 20)
+    xs = (x - x[0]) / max(float(x[-1] - x[0]), 1.0)
+    algo = rpt.Dynp(model="linear", min_size=min_size, jump=1)
+    algo.fit(np.column_stack([y, xs, np.ones(m)]))
+    best: tuple[float, list[int]] = (math.inf, [m])
+    for k in range(max_phases):
+        if m < (k + 1) * min_size:
+            break
+        bkps = algo.predict(n_bkps=k) if k else [m]
+        sse = float(algo.cost.sum_of_costs(bkps))
+        bic = m * math.log(max(sse / m, 1e-12)) + (3 * k + 2) * math.log(m)
+        if bic < best[0]:
+            best = (bic, bkps)
+    starts = [0, *best[1][:-1]]
+    return list(zip(starts, best[1], strict=True))
+
+
+def _label(rate: float, steepest: float, th: Mapping[str, float]) -> str:
+    """Name a phase by its log-loss decrease per epoch ``rate``, relative to the steepest."""
+    if rate < -th["plateau_rate"]:
+        return "rising"
+    if rate <= th["plateau_rate"]:
+        return "plateau"
+    if rate >= th["rapid_ratio"] * steepest:
+        return "rapid drop"
+    return "domain learning" if rate >= th["learning_ratio"] * steepest else "refinement"
+
+
+def _phases(
+    steps: np.ndarray, epochs: np.ndarray, loss: np.ndarray, th: Mapping[str, float],
+    steps_per_epoch: float,
+) -> list[dict[str, Any]]:
+    n = len(loss)
+    groups = np.array_split(np.arange(n), min(n, MAX_POINTS))
+    x = np.array([steps[g].mean() for g in groups])
+    y = np.array([np.log(loss[g]).mean() for g in groups])
+    segs = _segments(x, y, int(th["max_phases"]))
+    fits = [np.polyfit(x[a:b], y[a:b], 1) if b - a > 1 else (0.0, y[a]) for a, b in segs]
+    rates = [-float(f[0]) * steps_per_epoch for f in fits]
+    steepest = max(max(rates), 1e-12)
+    labels = [_label(r, steepest, th) for r in rates]
+    merged: list[list[int]] = []  # adjacent segments with one label are one phase
+    for i, lab in enumerate(labels):
+        if merged and labels[merged[-1][0]] == lab:
+            merged[-1].append(i)
+        else:
+            merged.append([i])
+    phases = []
+    for number, idx in enumerate(merged, start=1):
+        a, b = segs[idx[0]][0], segs[idx[-1]][1]
+        first, last = groups[a][0], groups[b - 1][-1]
+        slope, icept = np.polyfit(x[a:b], y[a:b], 1) if b - a > 1 else (0.0, y[a])
+        phases.append({
+            "phase": number, "label": labels[idx[0]],
+            "first_step": int(steps[first]), "last_step": int(steps[last]),
+            "first_epoch": int(epochs[first]), "last_epoch": int(epochs[last]),
+            "loss_start": float(np.exp(icept + slope * steps[first])),
+            "loss_end": float(np.exp(icept + slope * steps[last])),
+            "drop_per_epoch": float(1 - np.exp(slope * steps_per_epoch)),
+        })
+    return phases
+
+
+def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, float]) -> list:
+    """Steps after warm-up whose loss exceeds ``spike_factor`` x the median of the previous
+    ``spike_window`` finite step losses."""
+    fin = [s for s in steps if finite(s.get("loss"))]
+    window, factor = int(th["spike_window"]), float(th["spike_factor"])
+    if len(fin) <= window:
+        return []
+    losses = np.array([s["loss"] for s in fin], dtype=float)
+    med = np.median(np.lib.stride_tricks.sliding_window_view(losses, window)[:-1], axis=1)
+    out = []
+    for j, m in zip(range(window, len(fin)), med, strict=True):
+        if fin[j]["step"] > warmup and losses[j] > factor * m:
+            out.append((fin[j]["step"], fin[j]["epoch"], float(losses[j]), float(m)))
+    return out
+
+
+def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, float]) -> CheckResult:
+    """Phases of the step-loss curve, per-epoch shares of the loss reduction, plateau epoch
+    (EarlyStopping on val loss) and divergence. ``metrics``: a run's metrics.json.
+    ``thresholds``: ``loss_phases`` keys plus ``min_delta``/``patience``."""
+    th = thresholds
+    used = {k: th[k] for k in ("max_phases", "spike_factor", "spike_window", "plateau_rate",
+                               "min_delta", "patience")}
+    steps = sorted(metrics.get("steps") or [], key=lambda s: s["step"])
+    epochs = epoch_rows(metrics)
+    values: dict[str, Any] = {"n_steps": len(steps), "n_epochs": len(epochs)}
+    details: dict[str, Any] = {"method": METHOD, "tables": [], "notes": [], "boundaries": []}
+
+    # divergence
+    bad = [s for s in steps if not finite(s.get("loss"))]
+    events = [e for e in metrics.get("events") or [] if e.get("kind") == "nonfinite"]
+    spikes = _spikes(steps, int(metrics.get("warmup_steps") or 0), th)
+    values.update(nonfinite_steps=len(bad), nonfinite_events=len(events), spikes=len(spikes),
+                  run_status=metrics.get("status"))
+    if spikes:
+        details["tables"].append(table(
+            "Loss spikes", ["step", "epoch", "loss", "median of previous", "ratio"],
+            [(s, e, v, m, v / m) for s, e, v, m in spikes[:20]], ["FAIL"] * min(20, len(spikes))))
+
+    # phases
+    fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
+    if len(fin) >= 8:
+        spe = float(metrics.get("steps_per_epoch") or len(steps) / max(1, steps[-1]["epoch"]))
+        phases = _phases(np.array([s["step"] for s in fin]), np.array([s["epoch"] for s in fin]),
+                         np.array([s["loss"] for s in fin], dtype=float), th, max(spe, 1.0))
+        details["boundaries"] = [p["first_step"] for p in phases[1:]]
+        values["n_phases"] = len(phases)
+        values["phases"] = [p["label"] for p in phases]
+        details["tables"].append(table(
+            "Loss phases (fitted on log loss)",
+            ["phase", "label", "steps", "epochs", "loss start", "loss end", "drop/epoch"],
+            [(p["phase"], p["label"], f"{p['first_step']}-{p['last_step']}",
+              f"{p['first_epoch']}-{p['last_epoch']}", p["loss_start"], p["loss_end"],
+              f"{p['drop_per_epoch']:.1%}") for p in phases]))
+    else:
+        details["notes"].append(f"only {len(fin)} finite step losses: too few to find phases")
+
+    # per-epoch share of the loss reduction, at eval-mode loss between epochs
+    l0 = metrics.get("initial_loss")
+    if not finite(l0) and fin:
+        l0 = fin[0]["loss"]
+        details["notes"].append("initial_loss missing: epoch 1 starts from the first step loss")
+    use_eval = all(finite(e.get("train_eval_loss")) for e in epochs)
+    ends = [e.get("train_eval_loss") if use_eval else e.get("train_loss") for e in epochs]
+    if epochs and finite(l0) and all(finite(v) for v in ends) and l0 - ends[-1] > 0:
+        total, rows, start, done = l0 - ends[-1], [], l0, None
+        for e, end in zip(epochs, ends, strict=True):
+            share, cum = (start - end) / total, (l0 - end) / total
+            if done is None and cum >= th["share_target"]:
+                done = e["epoch"]
+            rows.append((e["epoch"], start, end, f"{share:.1%}", f"{cum:.1%}"))
+            start = end
+        values.update(share_epoch1=(l0 - ends[0]) / total, epoch_share_target=done)
+        kind = "train_eval" if use_eval else "running train (train_eval missing)"
+        details["tables"].append(table(
+            f"Share of the loss reduction per epoch ({kind} loss at epoch ends)",
+            ["epoch", "loss start", "loss end", "share", "cumulative"], rows))
+
+    # plateau: EarlyStopping replayed on val loss
+    vals = [(e["epoch"], e["val_loss"]) for e in epochs if finite(e.get("val_loss"))]
+    stop = None
+    if vals:
+        stop = early_stopping([v[0] for v in vals], [v[1] for v in vals],
+                              float(th["min_delta"]), int(th["patience"]))
+        values.update(plateau_epoch=stop.plateau_epoch, early_stop_epoch=stop.stop_epoch,
+                      recommended_stop_epoch=stop.plateau_epoch, best_val_epoch=stop.best_epoch)
+
+    if bad or events or spikes or metrics.get("status") == "diverged":
+        if bad or events:
+            where = sorted({(s["step"], s["epoch"]) for s in bad + events})
+            what = f"non-finite loss at step {where[0][0]} (epoch {where[0][1]})"
+            what += f" and {len(where) - 1} more steps" if len(where) > 1 else ""
+        elif spikes:
+            s, e, v, m = spikes[0]
+            what = (f"step {s} (epoch {e}) loss {v:.3g} is {v / m:.1f}× the median {m:.3g} of the "
+                    f"previous {int(th['spike_window'])} steps")
+            what += f" ({len(spikes) - 1} more spikes)" if len(spikes) > 1 else ""
+        else:
+            what = "the trainer marked the run as diverged"
+        reason = f"divergence: {what}; lower lr, add warmup_steps, keep grad_clip on or use fp32"
+        return CheckResult(NAME, "FAIL", reason, values, used, details)
+    if stop is None:
+        return CheckResult(NAME, "SKIP", "no completed epoch with a val loss: nothing to judge "
+                           "(run interrupted before its first epoch ended?)", values, used, details)
+    share = values.get("epoch_share_target")
+    tail = (f"; {th['share_target']:.0%} of the loss reduction done by epoch {share}"
+            if share and share < epochs[-1]["epoch"] else "")
+    if stop.plateau_epoch is None:
+        last = vals[-1]
+        window = vals[-int(th["patience"]) - 1] if len(vals) > th["patience"] else vals[0]
+        reason = (f"still improving: val loss {window[1]:.4g} → {last[1]:.4g} over epochs "
+                  f"{window[0]}-{last[0]} (EarlyStopping min_delta {th['min_delta']:g}, patience "
+                  f"{int(th['patience'])} never triggered); train more epochs{tail}")
+        return CheckResult(NAME, "WARN", reason, values, used, details)
+    reason = (f"val loss plateaued after epoch {stop.plateau_epoch} (best {stop.best_value:.4g}; "
+              f"< {th['min_delta']:g} better for {int(th['patience'])} epochs): recommended stop "
+              f"epoch {stop.plateau_epoch}; {values.get('n_phases', 0)} phases{tail}")
+    return CheckResult(NAME, "PASS", reason, values, used, details)

@@ -1,0 +1,311 @@
+"""pytest plugin of the diagnostics suite: options, run fixtures, result collection, report.
+
+Loaded only by ``diagnostics/conftest.py`` (never through an entry point, so the unit tests in
+``tests/`` do not see it). Options::
+
+    --run DIR           run directory (default runs/latest)
+    --thresholds FILE   TOML overriding the thresholds (see diagnostics.thresholds)
+    --report-dir DIR    where diagnostics.json/.svg/.html and loss_curves.png go (default reports)
+    --baseline FILE     val-loss baseline of the regression check (default reports/baseline.json)
+    --tolerance REL     allowed relative increase of best val loss over it (default 0.02)
+    --strict            pytest's own flag; here it also makes WARN verdicts fail
+    --no-<section>      one per entry of OPTIONAL_SECTIONS (skips tests marked
+                        ``@pytest.mark.optional_section("<section>")``)
+
+Every test hands its :class:`CheckResult` to the ``diagnose`` fixture, which records it in
+``user_properties`` (pytest-xdist ships those to the controller) and turns FAIL into a failure,
+SKIP into a skip, and WARN into a pass (a failure under ``--strict``). The controller collects
+the results of all workers and, at session end, writes and prints the report (report.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bankllm.errors import BankLLMError
+from diagnostics.results import CheckResult
+from diagnostics.thresholds import Thresholds, load_thresholds
+
+DEFAULT_RUN = "runs/latest"
+DEFAULT_REPORT_DIR = "reports"
+TRAIN_HINT = "train one first with `tox -e train` (or `bankllm train`), or pass --run DIR"
+USER_PROPERTY = "bankllm_check"
+# Later issues add optional parts of the suite here, e.g.
+# {"ablation": "skip the half-data retraining (slow)"} gives --no-ablation.
+OPTIONAL_SECTIONS: dict[str, str] = {
+    "ablation": "skip the half-data retraining (§6; slow: about half a training run)",
+}
+
+_THRESHOLDS = pytest.StashKey[Thresholds]()
+
+__all__ = [
+    "pytest_addoption", "pytest_configure", "pytest_sessionstart", "pytest_report_header",
+    "pytest_collection_modifyitems", "thresholds", "run_path", "bankllm_run", "metrics",
+    "run_config", "tokenizer", "split", "model", "diagnose",
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("bankllm", "bankllm diagnostics")
+    group.addoption("--run", dest="bankllm_run", default=DEFAULT_RUN, metavar="DIR",
+                    help=f"training run to diagnose (default {DEFAULT_RUN})")
+    group.addoption("--thresholds", dest="bankllm_thresholds", default=None, metavar="FILE",
+                    help="TOML file overriding diagnostic thresholds")
+    group.addoption("--report-dir", dest="bankllm_report_dir", default=DEFAULT_REPORT_DIR,
+                    metavar="DIR", help=f"where the report files go (default {DEFAULT_REPORT_DIR})")
+    group.addoption("--baseline", dest="bankllm_baseline", default="reports/baseline.json",
+                    metavar="FILE", help="val-loss baseline (default reports/baseline.json)")
+    group.addoption("--tolerance", dest="bankllm_tolerance", type=float, default=0.02,
+                    metavar="REL", help="allowed relative val-loss increase (default 0.02)")
+    for name, text in OPTIONAL_SECTIONS.items():
+        group.addoption(f"--no-{name}", dest=f"bankllm_no_{name}", action="store_true",
+                        help=text)
+
+
+def _path(config: pytest.Config, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else config.invocation_params.dir / path
+
+
+def is_strict(config: pytest.Config) -> bool:
+    """pytest's ``--strict`` flag (or ``strict = true`` in the ini) makes WARN fail."""
+    if getattr(config.option, "strict", False):
+        return True
+    try:
+        return bool(config.getini("strict"))
+    except ValueError:  # pytest < 9 has no "strict" ini key
+        return False
+
+
+def run_dir(config: pytest.Config) -> Path:
+    return _path(config, config.option.bankllm_run)
+
+
+def report_dir(config: pytest.Config) -> Path:
+    return _path(config, config.option.bankllm_report_dir)
+
+
+def _workers() -> int:
+    return max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+
+
+def _threads() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // _workers())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "optional_section(name): part of the suite skipped by --no-<name>")
+    try:
+        th = load_thresholds(config.rootpath / "pyproject.toml", config.option.bankllm_thresholds)
+    except BankLLMError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_THRESHOLDS] = th
+    # Before torch is imported: N workers on C cores get C // N threads each.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(_threads()))
+    if not hasattr(config, "workerinput"):  # the controller (or the only process)
+        config.pluginmanager.register(ReportCollector(config), "bankllm-diagnostics-report")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to start without a run: one usage-error line (exit code 4), no traceback."""
+    config = session.config
+    if config.option.collectonly or getattr(config.option, "help", False):
+        return
+    path = run_dir(config)
+    if not (path / "metrics.json").is_file():
+        what = "no such directory" if not path.exists() else "no metrics.json in it"
+        raise pytest.UsageError(f"no training run at {path} ({what}): {TRAIN_HINT}")
+    from bankllm.fileio import read_json
+
+    try:
+        read_json(path / "metrics.json", "run metrics")
+    except BankLLMError as exc:
+        raise pytest.UsageError(f"{exc}: retrain, or pass --run DIR") from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    path = run_dir(config)
+    shown = f"{path} -> {path.resolve()}" if path.is_symlink() else str(path)
+    sources = " + ".join(config.stash[_THRESHOLDS].sources)
+    return [f"bankllm diagnostics: run {shown}; thresholds: {sources}; "
+            f"strict: {'yes' if is_strict(config) else 'no'}"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for mark in item.iter_markers("optional_section"):
+            name = mark.args[0]
+            if getattr(config.option, f"bankllm_no_{name}", False):
+                item.add_marker(pytest.mark.skip(reason=f"skipped by --no-{name}"))
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _set_torch_threads() -> None:
+    import torch
+
+    torch.set_num_threads(_threads())
+
+
+@pytest.fixture(scope="session")
+def thresholds(pytestconfig: pytest.Config) -> Thresholds:
+    """The resolved thresholds (defaults < pyproject < --thresholds)."""
+    return pytestconfig.stash[_THRESHOLDS]
+
+
+@pytest.fixture(scope="session")
+def run_path(pytestconfig: pytest.Config) -> Path:
+    """The run directory given by --run, resolved."""
+    return run_dir(pytestconfig).resolve()
+
+
+@pytest.fixture(scope="session")
+def bankllm_run(run_path: Path) -> Any:
+    """The run read back by ``bankllm.checkpoints.load_run`` (once per worker)."""
+    _set_torch_threads()
+    from bankllm.checkpoints import load_run
+
+    try:
+        return load_run(run_path)
+    except BankLLMError as exc:
+        pytest.fail(f"cannot load the run: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def metrics(run_path: Path) -> dict[str, Any]:
+    """The run's metrics.json, validated (no torch, no model: cheap)."""
+    from bankllm.fileio import load_schema, read_json, validate_json
+
+    path = run_path / "metrics.json"
+    try:
+        data = read_json(path, "metrics")
+        validate_json(data, load_schema("bankllm", "metrics.schema.json"), str(path))
+    except BankLLMError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return data
+
+
+@pytest.fixture(scope="session")
+def run_config(bankllm_run: Any) -> Any:
+    """The run's resolved TrainConfig."""
+    return bankllm_run.config
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bankllm_run: Any) -> Any:
+    return bankllm_run.tokenizer
+
+
+@pytest.fixture(scope="session")
+def split(bankllm_run: Any) -> Any:
+    """The exact train/val split the run trained on (``.train``, ``.val``, ``.train_eval``)."""
+    return bankllm_run.split
+
+
+@pytest.fixture(scope="session")
+def model(run_path: Path, bankllm_run: Any) -> Any:
+    """The run's best model in eval mode (loaded lazily, once per worker)."""
+    from bankllm.checkpoints import load_model
+
+    try:
+        return load_model(run_path, "best", config=bankllm_run.config,
+                          tokenizer=bankllm_run.tokenizer)
+    except BankLLMError as exc:
+        pytest.fail(f"cannot load the model: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def diagnose(request: pytest.FixtureRequest) -> Callable[[CheckResult], CheckResult]:
+    """``diagnose(result)``: record ``result`` for the report and assert on its status."""
+    strict = is_strict(request.config)
+
+    def _diagnose(result: CheckResult) -> CheckResult:
+        request.node.user_properties.append((USER_PROPERTY, result.to_json()))
+        if result.status == "FAIL":
+            pytest.fail(f"{result.name}: {result.reason}", pytrace=False)
+        if result.status == "SKIP":
+            pytest.skip(f"{result.name}: {result.reason}")
+        if result.status == "WARN" and strict:
+            pytest.fail(f"{result.name} (WARN, --strict): {result.reason}", pytrace=False)
+        return result
+
+    return _diagnose
+
+
+# --------------------------------------------------------------------------- controller
+
+
+def _check_name(nodeid: str) -> str:
+    name = nodeid.split("::")[-1].split("[")[0]
+    return name.removeprefix("test_")
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # skip: (path, lineno, "Skipped: reason")
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else report.longreprtext
+    lines = [ln for ln in str(text).splitlines() if ln.strip()]
+    return lines[0].removeprefix("Failed: ") if lines else "no message"
+
+
+class ReportCollector:
+    """Lives on the controller only: gathers every worker's CheckResults from the test reports,
+    then writes (session finish) and prints (terminal summary) the report."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results: dict[str, CheckResult] = {}
+        self.report: dict[str, Any] | None = None
+        self.written: list[Path] = []
+        self.error: str | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        recorded = [v for k, v in report.user_properties if k == USER_PROPERTY]
+        if recorded:
+            self.results[report.nodeid] = CheckResult.from_json(str(recorded[-1]))
+        elif report.nodeid not in self.results and (
+            (report.when == "setup" and not report.passed)
+            or (report.when == "call" and report.failed)
+        ):  # the test died before it could call diagnose(): still one verdict line
+            status = "SKIP" if report.skipped else "FAIL"
+            why = _first_line(report)
+            reason = why if report.skipped else f"test error: {why}"
+            self.results[report.nodeid] = CheckResult(_check_name(report.nodeid), status, reason)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.results:
+            return
+        from diagnostics import report as rep
+
+        self.report = rep.build_report(
+            list(self.results.values()), rep.run_summary(run_dir(self.config)),
+            self.config.stash[_THRESHOLDS].to_dict(), is_strict(self.config))
+        try:
+            self.written = rep.write_report(self.report, report_dir(self.config))
+        except (OSError, BankLLMError) as exc:
+            self.error = f"could not write the report to {report_dir(self.config)}: {exc}"
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.report is None:
+            return
+        from diagnostics import report as rep
+
+        width = getattr(terminalreporter._tw, "fullwidth", 100)
+        terminalreporter.write(rep.render_text(self.report, width, terminalreporter.hasmarkup))
+        if self.written:
+            names = ", ".join(p.name for p in self.written)
+            terminalreporter.write_line(f"report: {names} in {self.written[0].parent}")
+        if self.error:
+            terminalreporter.write_line(self.error, red=True)

@@ -1,0 +1,415 @@
+"""The diagnostics report: assembled from CheckResults, written to the report dir, rendered.
+
+All rendering lives here. Files (all written atomically)::
+
+    diagnostics.json    run summary, curves, thresholds, every CheckResult, tally (validated
+                        against schemas/diagnostics.schema.json)
+    diagnostics.svg     the terminal report as an image   } Rich Console(record=True) exports
+    diagnostics.html    the terminal report as HTML       }
+    loss_curves.png     step loss, running train / train_eval / val per epoch, phases, best epoch
+
+``bankllm report`` (:func:`cli_report`) re-renders the terminal report from the JSON alone.
+A check gets a report section from its ``details`` (``tables``, ``notes``; see results.py); a
+check that needs more registers a renderer in :data:`SECTION_RENDERERS`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from bankllm.errors import BankLLMError
+from bankllm.fileio import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    load_schema,
+    read_json,
+    validate_json,
+)
+from diagnostics.results import STATUSES, CheckResult, jsonable, tally, worst
+
+SCHEMA_VERSION = 1
+REPORT_JSON = "diagnostics.json"
+CHECK_ORDER = ("initial_loss", "loss_phases", "overfitting", "leakage", "memorization",
+               "consistency", "ablation", "gate")
+STATUS_STYLE = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red", "SKIP": "cyan"}
+ROW_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "cyan"}
+PHASE_STYLES = ("cyan", "green", "yellow", "magenta", "blue", "red")
+BLOCKS = " ▁▂▃▄▅▆▇█"
+FILE_WIDTH = 110  # columns of the SVG/HTML exports
+MAX_CURVE_POINTS = 5000
+SUMMARY_KEYS = ("run_name", "status", "n_params", "vocab_size", "n_train", "n_val",
+                "n_train_eval", "initial_loss", "precision", "device", "torch_version",
+                "warmup_steps", "steps_per_epoch", "train_seconds", "tokens_per_second",
+                "truncated_conversations", "padding_share", "unk_rate_val", "best_epoch",
+                "best_val_loss")
+
+
+# --------------------------------------------------------------------------- assembling
+
+
+def _epoch_steps(steps: Sequence[Mapping[str, Any]], epoch: Any) -> dict[str, Any]:
+    mine = [s["step"] for s in steps if s.get("epoch") == epoch and "step" in s]
+    return {"first_step": min(mine, default=None), "last_step": max(mine, default=None)}
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """Run facts and curves for the report, read from ``run_dir/metrics.json`` (no torch)."""
+    run: dict[str, Any] = {"path": str(Path(run_dir).resolve())}
+    try:
+        metrics = read_json(Path(run_dir) / "metrics.json", "run metrics")
+    except BankLLMError as exc:
+        run["error"] = str(exc)
+        return run
+    if not isinstance(metrics, dict):
+        run["error"] = "metrics.json is not an object"
+        return run
+    run.update({k: metrics.get(k) for k in SUMMARY_KEYS})
+    steps = [s for s in metrics.get("steps") or [] if isinstance(s, dict)]
+    stride = max(1, math.ceil(len(steps) / MAX_CURVE_POINTS))
+    kept = steps[::stride]
+    epochs = [e for e in metrics.get("epochs") or [] if isinstance(e, dict)]
+    run["n_steps"], run["n_epochs"] = len(steps), len(epochs)
+    run["curves"] = {
+        "step": [s.get("step") for s in kept],
+        "epoch": [s.get("epoch") for s in kept],
+        "loss": [s.get("loss") for s in kept],
+        "epochs": [{k: e.get(k) for k in ("epoch", "train_loss", "train_eval_loss", "val_loss")}
+                   | _epoch_steps(steps, e.get("epoch")) for e in epochs],
+    }
+    return jsonable(run)
+
+
+def _order(result: CheckResult) -> tuple[int, str]:
+    name = result.name
+    return (CHECK_ORDER.index(name) if name in CHECK_ORDER else len(CHECK_ORDER), name)
+
+
+def build_report(
+    results: Sequence[CheckResult], run: Mapping[str, Any], thresholds: Mapping[str, Any],
+    strict: bool = False,
+) -> dict[str, Any]:
+    """The JSON report: run summary, thresholds, results (sorted by CHECK_ORDER), tally."""
+    ordered = sorted(results, key=_order)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "strict": bool(strict),
+        "run": jsonable(dict(run)),
+        "thresholds": jsonable(dict(thresholds)),
+        "checks": [r.to_dict() for r in ordered],
+        "tally": tally(ordered),
+        "overall": worst(r.status for r in ordered),
+    }
+
+
+def validate_report(report: Any, origin: str) -> None:
+    """Raise :class:`BankLLMError` if ``report`` does not match diagnostics.schema.json."""
+    validate_json(report, load_schema("diagnostics", "diagnostics.schema.json"), origin)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _summary(run: Mapping[str, Any], width: int) -> RenderableType:
+    per_row = 2 if width >= 110 else 1
+    grid = Table.grid(padding=(0, 2))
+    for _ in range(2 * per_row):
+        grid.add_column()
+    seconds = run.get("train_seconds")
+    tps = run.get("tokens_per_second")
+    cells = [
+        ("model", f"{_fmt(run.get('n_params'))} params, vocab {_fmt(run.get('vocab_size'))}"),
+        ("data", f"train {_fmt(run.get('n_train'))} · val {_fmt(run.get('n_val'))} · "
+                 f"train_eval {_fmt(run.get('n_train_eval'))} conversations"),
+        ("training", "—" if not isinstance(seconds, (int, float)) else
+         f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"),
+        ("throughput", f"{tps:,.0f} tokens/s" if isinstance(tps, (int, float)) else "—"),
+        ("precision", f"{_fmt(run.get('precision'))} on {_fmt(run.get('device'))}"),
+        ("epochs", f"{_fmt(run.get('n_epochs'))} ({_fmt(run.get('n_steps'))} steps), best "
+                   f"{_fmt(run.get('best_epoch'))} at val {_fmt(run.get('best_val_loss'))}"),
+        ("status", _fmt(run.get("status"))),
+        ("torch", _fmt(run.get("torch_version"))),
+    ]
+    for i in range(0, len(cells), per_row):
+        row: list[RenderableType] = []
+        for key, val in cells[i:i + per_row]:
+            row += [Text(key, style="bold"), Text(val)]
+        grid.add_row(*row)
+    if run.get("error"):
+        grid.add_row(Text("error", style="bold red"), Text(str(run["error"])))
+    title = f"bankllm diagnostics · run {run.get('run_name') or '?'}"
+    return Panel(grid, title=title, subtitle=str(run.get("path", "")), box=box.ROUNDED)
+
+
+def loss_chart(
+    steps: Sequence[int], losses: Sequence[float | None], boundaries: Sequence[int] = (),
+    epochs: Sequence[int] | None = None, width: int = 80, height: int = 10,
+) -> Text:
+    """Step loss as a unicode area chart on a log scale; phases coloured, boundaries ``┊``/``┴``,
+    non-finite steps ``✕``, epoch starts labelled under the axis."""
+    pts = [(s, v) for s, v in zip(steps, losses, strict=True)
+           if isinstance(v, (int, float)) and math.isfinite(v) and v > 0]
+    if len(pts) < 2:
+        return Text("(not enough finite step losses to plot)", style="dim")
+    label_w, cols = 9, max(10, width - 10)
+    s0, s1 = steps[0], steps[-1]
+
+    def col(step: float) -> int:
+        return min(cols - 1, max(0, int((step - s0) * cols / max(1, s1 - s0 + 1))))
+
+    buckets: list[list[float]] = [[] for _ in range(cols)]
+    for s, v in pts:
+        buckets[col(s)].append(math.log10(v))
+    lo = min(min(b) for b in buckets if b)
+    hi = max(max(b) for b in buckets if b)
+    hi = hi if hi > lo else lo + 1.0
+    level, last = [0] * cols, None
+    for c, b in enumerate(buckets):
+        last = sum(b) / len(b) if b else last
+        if last is not None:
+            level[c] = 1 + round((last - lo) / (hi - lo) * (height * 8 - 1))
+    bounds = sorted({col(b) for b in boundaries})
+    phase = [sum(1 for b in bounds if b <= c) for c in range(cols)]
+    bad = {col(s) for s, v in zip(steps, losses, strict=True)
+           if not (isinstance(v, (int, float)) and math.isfinite(v))}
+    out = Text()
+    for r in range(height - 1, -1, -1):
+        frac = r / max(1, height - 1)
+        label = f"{10 ** (lo + frac * (hi - lo)):.3g}" if r in (0, height // 2, height - 1) else ""
+        out.append(f"{label:>{label_w - 1}} ┤" if label else " " * label_w + "│", style="dim")
+        for c in range(cols):
+            fill = min(8, max(0, level[c] - r * 8))
+            if c in bad and r == height - 1:
+                out.append("✕", style="bold red")
+            elif fill == 0 and c in bounds:
+                out.append("┊", style="bold white")
+            else:
+                out.append(BLOCKS[fill], style=PHASE_STYLES[phase[c] % len(PHASE_STYLES)])
+        out.append("\n")
+    axis = ["┴" if c in bounds else "─" for c in range(cols)]
+    out.append(" " * label_w + "└" + "".join(axis) + "\n", style="dim")
+    ticks = [" "] * cols
+    if epochs is not None:
+        seen: set[int] = set()
+        for s, e in zip(steps, epochs, strict=True):
+            if e in seen:
+                continue
+            seen.add(e)
+            tag, c = f"e{e}", col(s)
+            free = all(ch == " " for ch in ticks[max(0, c - 1):c + len(tag) + 1])
+            if free and c + len(tag) <= cols:
+                ticks[c:c + len(tag)] = tag
+    out.append(" " * (label_w + 1) + "".join(ticks) + "\n", style="dim")
+    return out
+
+
+def _chart_section(report: Mapping[str, Any], width: int) -> RenderableType | None:
+    curves = report.get("run", {}).get("curves")
+    if not curves or not curves.get("step"):
+        return None
+    phases = next((c for c in report.get("checks", []) if c["name"] == "loss_phases"), None)
+    boundaries = (phases or {}).get("details", {}).get("boundaries", [])
+    chart = loss_chart(curves["step"], curves["loss"], boundaries, curves.get("epoch"),
+                       width=width - 4)
+    legend = Text()
+    labels = (phases or {}).get("values", {}).get("phases") or []
+    for i, label in enumerate(labels):
+        legend.append("■ ", style=PHASE_STYLES[i % len(PHASE_STYLES)])
+        legend.append(f"{i + 1} {label}   ")
+    title = f"step loss (log scale), steps {curves['step'][0]}-{curves['step'][-1]}, and phases"
+    return Panel(Group(chart, legend), title=title, box=box.ROUNDED)
+
+
+def _details_table(spec: Mapping[str, Any]) -> Table:
+    tbl = Table(title=spec.get("title"), box=box.SIMPLE_HEAD, title_justify="left",
+                title_style="bold")
+    for name in spec.get("columns", []):
+        tbl.add_column(str(name), overflow="fold")
+    statuses = spec.get("row_status") or []
+    for i, row in enumerate(spec.get("rows", [])):
+        style = ROW_STYLE.get(statuses[i]) if i < len(statuses) and statuses[i] else None
+        tbl.add_row(*(_fmt(v) for v in row), style=style)
+    return tbl
+
+
+def render_details(result: Mapping[str, Any]) -> list[RenderableType]:
+    """Generic section of one check: its tables, then its notes."""
+    parts: list[RenderableType] = [_details_table(t) for t in result.get("details", {})
+                                   .get("tables", [])]
+    parts += [Text(f"• {n}", style="italic") for n in result.get("details", {}).get("notes", [])]
+    return parts
+
+
+SECTION_RENDERERS: dict[str, Callable[[Mapping[str, Any]], list[RenderableType]]] = {}
+
+
+def _verdicts(report: Mapping[str, Any]) -> RenderableType:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column()
+    for c in report.get("checks", []):
+        grid.add_row(Text(f"{c['status']:<4}", style=STATUS_STYLE[c["status"]]), c["name"],
+                     c["reason"])
+    return grid
+
+
+def _tally(report: Mapping[str, Any]) -> Text:
+    counts = report.get("tally", {})
+    out = Text()
+    for s in STATUSES:
+        out.append(f"{counts.get(s, 0)} {s}", style=STATUS_STYLE[s] if counts.get(s) else "dim")
+        out.append("  ")
+    overall = report.get("overall", "SKIP")
+    out.append("→ ")
+    out.append(overall, style=STATUS_STYLE[overall])
+    if report.get("strict"):
+        out.append("  (--strict: WARN fails)", style="dim")
+    return out
+
+
+def render(report: Mapping[str, Any], console: Console) -> None:
+    """Print the whole report on ``console``."""
+    console.print(_summary(report.get("run", {}), console.width))
+    chart = _chart_section(report, console.width)
+    if chart is not None:
+        console.print(chart)
+    for c in report.get("checks", []):
+        parts = SECTION_RENDERERS.get(c["name"], render_details)(c)
+        if parts:
+            console.rule(Text(c["name"], style=STATUS_STYLE[c["status"]]), align="left")
+            for part in parts:
+                console.print(part)
+    console.rule("verdicts", align="left")
+    console.print(_verdicts(report))
+    console.print(_tally(report))
+
+
+def render_text(report: Mapping[str, Any], width: int = 100, color: bool = True) -> str:
+    """The report as terminal text (ANSI colours when ``color``)."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=color,
+                      color_system="auto" if color else None, highlight=False)
+    render(report, console)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def plot_loss_curves(report: Mapping[str, Any], path: Path) -> Path | None:
+    """loss_curves.png: step loss, per-epoch running train / train_eval / val, phase
+    boundaries, best epoch. None when the run has no curves."""
+    curves = report.get("run", {}).get("curves") or {}
+    if not curves.get("step"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
+    pts = [(s, v) for s, v in zip(curves["step"], curves["loss"], strict=True) if v]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8, color="0.6", label="step loss")
+    ends = [e for e in curves.get("epochs", []) if e.get("last_step") and e.get("first_step")]
+    for key, style, label in (("train_loss", "o--", "train (running mean, dropout on)"),
+                              ("train_eval_loss", "s-", "train_eval (eval mode, epoch end)"),
+                              ("val_loss", "^-", "val (epoch end)")):
+        # the running mean is taken over the epoch: plot it mid-epoch, the others at its end
+        xy = [((e["first_step"] + e["last_step"]) / 2 if key == "train_loss" else e["last_step"],
+               e[key]) for e in ends if e.get(key)]
+        if xy:
+            ax.plot(*zip(*xy, strict=True), style, ms=4, label=label)
+    phases = next((c for c in report.get("checks", []) if c["name"] == "loss_phases"), {})
+    bounds = phases.get("details", {}).get("boundaries", [])
+    for i, b in enumerate(bounds):
+        ax.axvline(b, color="tab:purple", ls=":", lw=1, label="phase boundary" if i == 0 else None)
+    edges = [curves["step"][0], *bounds, curves["step"][-1]]
+    for i, label in enumerate(phases.get("values", {}).get("phases") or []):
+        if i + 1 < len(edges):
+            ax.text((edges[i] + edges[i + 1]) / 2, 0.98, label, ha="center", va="top", fontsize=8,
+                    color="tab:purple", transform=ax.get_xaxis_transform())
+    best = report.get("run", {}).get("best_epoch")
+    for e in ends:
+        if e["epoch"] == best and e.get("val_loss"):
+            ax.plot(e["last_step"], e["val_loss"], "*", ms=16, color="gold", mec="k",
+                    label=f"best epoch {best}")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats/token, log scale)")
+    ax.set_title(f"run {report.get('run', {}).get('run_name')}: loss curves")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path]:
+    """Validate and write diagnostics.json/.svg/.html and loss_curves.png; return the paths."""
+    out = Path(report_dir)
+    validate_report(report, str(out / REPORT_JSON))
+    written = [atomic_write_json(out / REPORT_JSON, report)]
+    console = Console(record=True, file=io.StringIO(), width=FILE_WIDTH, force_terminal=True,
+                      color_system="truecolor", highlight=False)
+    render(report, console)
+    written.append(atomic_write_text(out / "diagnostics.svg",
+                                     console.export_svg(title="bankllm diagnostics", clear=False)))
+    written.append(atomic_write_text(out / "diagnostics.html", console.export_html()))
+    png = plot_loss_curves(report, out / "loss_curves.png")
+    if png is not None:
+        written.append(png)
+    return written
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read and validate a diagnostics.json; errors say to run ``pytest diagnostics``."""
+    hint = "run `pytest diagnostics` to (re)create it"
+    try:
+        report = read_json(path, "diagnostics report")
+        validate_report(report, str(path))
+    except BankLLMError as exc:
+        raise BankLLMError(f"{exc}; {hint}") from None
+    return report
+
+
+def cli_report(args: Any) -> int:
+    """``bankllm report``: re-render the terminal report from ``<report-dir>/diagnostics.json``
+    without recomputing anything."""
+    report = load_report(Path(args.report_dir) / REPORT_JSON)
+    console = Console(highlight=False)
+    wanted = getattr(args, "run", None)
+    if wanted and Path(wanted).exists():
+        shown = report.get("run", {}).get("path")
+        if shown and Path(shown).resolve() != Path(wanted).resolve():
+            console.print(f"[yellow]note:[/] this report is for {shown}, not {wanted}; "
+                          "run `pytest diagnostics --run ...` to diagnose that run")
+    render(report, console)
+    return 0

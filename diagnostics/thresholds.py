@@ -1,0 +1,153 @@
+"""Thresholds of the diagnostics: built-in defaults, the repo's pyproject table, a TOML override.
+
+Precedence: built-in :data:`DEFAULTS` (the design doc's values) < ``[tool.bankllm.diagnostics]``
+in the repo's ``pyproject.toml`` < ``pytest diagnostics --thresholds FILE``. Both TOML sources
+use one section per check, written as dotted keys or tables::
+
+    overfitting.rel_gap_pass = 0.10      # or  [overfitting]  rel_gap_pass = 0.10
+
+An override file may also be a whole pyproject.toml (its ``[tool.bankllm.diagnostics]`` is used).
+Unknown sections or keys are errors that list the valid keys. A later check adds its section
+to :data:`DEFAULTS` (and, optionally, to the pyproject table).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bankllm.errors import BankLLMError
+
+Number = int | float
+
+DEFAULTS: dict[str, dict[str, Number]] = {
+    # Lightning EarlyStopping semantics; shared by loss_phases (plateau), overfitting (val rising)
+    "early_stopping": {"min_delta": 0.005, "patience": 2},
+    # §1: FAIL if |L0 - ln V| > max_rel_dev * ln V
+    "initial_loss": {"max_rel_dev": 0.25},
+    # §2: change points of log(step loss); divergence = spike over the rolling median
+    "loss_phases": {
+        "max_phases": 4,
+        "spike_factor": 3.0,
+        "spike_window": 20,
+        "plateau_rate": 0.02,  # a phase losing < 2 % of its loss per epoch is a plateau
+        "rapid_ratio": 0.5,  # slope >= 0.5 x the steepest phase's: "rapid drop"
+        "learning_ratio": 0.15,  # >= 0.15 x: "domain learning"; below: "refinement"
+        "share_target": 0.95,  # report the epoch by which this share of the reduction is done
+    },
+    # §3: rel_gap = (val - train_eval) / train_eval at the last epoch
+    "overfitting": {
+        "rel_gap_pass": 0.10,
+        "rel_gap_warn": 0.25,
+        "min_abs_gap": 0.01,  # nats/token; a smaller gap is never overfitting (ppl ratio < 1 %)
+        "widen_slope": 0.01,  # per epoch, least squares over the last widen_epochs epochs
+        "widen_epochs": 3,
+    },
+    # §4: near duplicate = rapidfuzz ratio >= near_ratio
+    "leakage": {"near_ratio": 95, "max_exact": 0.05, "max_near": 0.05},
+    # §6: rel_increase = (L50 - L100) / L100 of best val loss; PASS in [0, rel_pass],
+    # WARN below 0 or up to rel_warn, FAIL above
+    "ablation": {"rel_pass": 0.25, "rel_warn": 0.50},
+}
+
+_ORDERED = (
+    ("overfitting", "rel_gap_pass", "rel_gap_warn"),
+    ("leakage", "max_exact", "max_near"),
+    ("ablation", "rel_pass", "rel_warn"),
+)
+
+
+def valid_keys() -> list[str]:
+    """Every ``section.key`` a thresholds source may set."""
+    return [f"{s}.{k}" for s, keys in DEFAULTS.items() for k in keys]
+
+
+@dataclass
+class Thresholds:
+    """Resolved thresholds, per check section, and where they came from."""
+
+    values: dict[str, dict[str, Number]] = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
+    sources: list[str] = field(default_factory=lambda: ["built-in defaults"])
+
+    def for_check(self, name: str) -> dict[str, Number]:
+        """Flat thresholds of check ``name``: the shared early-stopping keys plus its own."""
+        if name not in self.values:
+            raise KeyError(f"no thresholds section '{name}'")
+        return {**self.values["early_stopping"], **self.values[name]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sources": list(self.sources), "values": copy.deepcopy(self.values)}
+
+    def update(self, table: dict[str, Any], origin: str) -> None:
+        """Apply a ``{section: {key: number}}`` table; unknown keys and bad values are errors."""
+        if not isinstance(table, dict):
+            raise BankLLMError(f"{origin}: expected a table of threshold sections")
+        valid = ", ".join(valid_keys())
+        for section, keys in table.items():
+            if section not in DEFAULTS:
+                raise BankLLMError(
+                    f"{origin}: unknown threshold section '{section}'; valid keys: {valid}"
+                )
+            if not isinstance(keys, dict):
+                raise BankLLMError(f"{origin}: '{section}' must be a table of thresholds")
+            for key, value in keys.items():
+                if key not in DEFAULTS[section]:
+                    raise BankLLMError(
+                        f"{origin}: unknown threshold '{section}.{key}'; valid keys: {valid}"
+                    )
+                self.values[section][key] = _check_value(section, key, value, origin)
+        for section, low, high in _ORDERED:
+            if self.values[section][low] > self.values[section][high]:
+                raise BankLLMError(f"{origin}: {section}.{low} must be <= {section}.{high}")
+        self.sources.append(origin)
+
+
+def _check_value(section: str, key: str, value: Any, origin: str) -> Number:
+    default = DEFAULTS[section][key]
+    name = f"{section}.{key}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BankLLMError(f"{origin}: {name} must be a number, got {value!r}")
+    if isinstance(default, int):
+        if not isinstance(value, int) and not float(value).is_integer():
+            raise BankLLMError(f"{origin}: {name} must be an integer, got {value!r}")
+        value = int(value)
+        if value < 1:
+            raise BankLLMError(f"{origin}: {name} must be >= 1, got {value}")
+        return value
+    if not value >= 0 or value == float("inf"):
+        raise BankLLMError(f"{origin}: {name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BankLLMError(f"{path}: thresholds file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BankLLMError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _pyproject_table(raw: dict[str, Any]) -> dict[str, Any] | None:
+    table = raw.get("tool", {}).get("bankllm", {}).get("diagnostics")
+    return table if isinstance(table, dict) else None
+
+
+def load_thresholds(
+    pyproject: str | Path | None = None, override: str | Path | None = None
+) -> Thresholds:
+    """Defaults, then ``pyproject``'s ``[tool.bankllm.diagnostics]`` (if the file and table
+    exist), then the ``override`` TOML file (which must exist)."""
+    th = Thresholds()
+    if pyproject is not None and Path(pyproject).is_file():
+        table = _pyproject_table(_read_toml(Path(pyproject)))
+        if table:
+            th.update(table, f"{pyproject} [tool.bankllm.diagnostics]")
+    if override is not None:
+        raw = _read_toml(Path(override))
+        table = _pyproject_table(raw)
+        th.update(table if table is not None else raw, str(override))
+    return th

@@ -1,0 +1,216 @@
+"""Diagnostic power of the training-curve checks (§1-3): planted faults FAIL, healthy runs PASS."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import pytest
+
+from diagnostics.analyses._common import early_stopping
+from diagnostics.analyses.initial_loss import analyse_initial_loss
+from diagnostics.analyses.loss_phases import analyse_loss_phases
+from diagnostics.analyses.overfitting import analyse_overfitting
+from diagnostics.testing import (
+    chapter_epochs,
+    healthy_metrics,
+    plant_bad_init,
+    plant_nonfinite,
+    plant_spike,
+    plant_val_rising,
+)
+from diagnostics.thresholds import Thresholds
+
+TH = Thresholds()
+
+
+def initial(m):
+    return analyse_initial_loss(m, TH.for_check("initial_loss"))
+
+
+def phases(m):
+    return analyse_loss_phases(m, TH.for_check("loss_phases"))
+
+
+def overfit(m):
+    return analyse_overfitting(m, TH.for_check("overfitting"))
+
+
+@pytest.fixture(scope="module")
+def healthy():
+    return healthy_metrics()
+
+
+def test_healthy_run_passes_every_curve_check(healthy):
+    for result in (initial(healthy), phases(healthy), overfit(healthy)):
+        assert result.status == "PASS", result.reason
+    assert overfit(healthy).values["verdict"] == "good fit"
+
+
+# §1 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("l0, word", [(9.0, "above"), (1.5, "below")])
+def test_initial_loss_far_from_ln_v_fails(healthy, l0, word):
+    result = initial(plant_bad_init(healthy, l0))
+    assert result.status == "FAIL"
+    assert word in result.reason and "ln V" in result.reason
+    assert result.values["rel_deviation"] > 0.25
+
+
+def test_initial_loss_missing_is_skip_with_reason(healthy):
+    m = dict(healthy, initial_loss=None)
+    result = initial(m)
+    assert result.status == "SKIP" and "initial_loss" in result.reason
+
+
+# §2 divergence ---------------------------------------------------------------------------
+
+
+def test_loss_spike_is_divergence(healthy):
+    result = phases(plant_spike(healthy, step=100))
+    assert result.status == "FAIL"
+    assert "divergence" in result.reason and "step 100" in result.reason
+    assert result.values["spikes"] == 1
+
+
+def test_nan_loss_is_divergence(healthy):
+    result = phases(plant_nonfinite(healthy, step=120))
+    assert result.status == "FAIL"
+    assert "non-finite loss at step 120" in result.reason and "more" not in result.reason
+
+
+def test_nonfinite_event_alone_is_divergence(healthy):
+    m = copy.deepcopy(healthy)
+    m["events"].append({"step": 7, "epoch": 1, "kind": "nonfinite", "message": "grad inf"})
+    assert phases(m).status == "FAIL"
+
+
+def test_spike_during_warmup_is_ignored(healthy):
+    m = plant_spike(dict(healthy, warmup_steps=110), step=100)
+    assert phases(m).status == "PASS"
+
+
+# §2 phases -------------------------------------------------------------------------------
+
+
+def _curve_metrics(log_loss: list[float], steps_per_epoch: int = 30) -> dict:
+    m = healthy_metrics(epochs=math.ceil(len(log_loss) / steps_per_epoch),
+                        steps_per_epoch=steps_per_epoch)
+    m["steps"] = [{"step": i + 1, "epoch": i // steps_per_epoch + 1, "loss": math.exp(y),
+                   "lr": 3e-4, "grad_norm": 1.0, "tokens": 100} for i, y in enumerate(log_loss)]
+    return m
+
+
+def test_phases_found_at_known_breakpoints():
+    rng = random.Random(1)
+    n, breaks, slopes = 300, (60, 150, 230), (-0.04, -0.008, -0.002, 0.0)
+    y, ys = 1.5, []
+    for t in range(n):
+        ys.append(y + rng.gauss(0, 0.02))
+        y += slopes[sum(t >= b for b in breaks)]
+    result = phases(_curve_metrics(ys))
+    found = result.details["boundaries"]
+    assert len(found) == 3, result.details
+    for want, got in zip(breaks, found, strict=True):
+        assert abs(got - want) <= 0.05 * n, (breaks, found)
+    assert result.values["phases"] == ["rapid drop", "domain learning", "refinement", "plateau"]
+
+
+def test_single_log_linear_decay_is_one_phase():
+    rng = random.Random(2)
+    result = phases(_curve_metrics([1.0 - 0.01 * t + rng.gauss(0, 0.02) for t in range(200)]))
+    assert result.values["n_phases"] == 1 and result.details["boundaries"] == []
+
+
+def test_epoch_shares_telescope_to_one(healthy):
+    table = next(t for t in phases(healthy).details["tables"] if t["title"].startswith("Share"))
+    assert table["rows"][-1][-1] == "100.0%"
+    assert sum(float(r[3].rstrip("%")) for r in table["rows"]) == pytest.approx(100, abs=0.5)
+
+
+def test_early_stopping_replays_lightning_semantics():
+    # epochs 3 and 4 improve by less than min_delta: stop at 4, plateau (best) at 2
+    stop = early_stopping([1, 2, 3, 4, 5], [1.0, 0.5, 0.497, 0.4961, 0.3], 0.005, 2)
+    assert (stop.best_epoch, stop.stop_epoch, stop.plateau_epoch) == (2, 4, 2)
+    go = early_stopping([1, 2, 3], [1.0, 0.9, 0.8], 0.005, 2)
+    assert go.stop_epoch is None and go.plateau_epoch is None
+
+
+def test_plateau_gives_recommended_stop_epoch(healthy):
+    result = phases(healthy)
+    assert result.values["recommended_stop_epoch"] == result.values["plateau_epoch"] == 4
+    assert "recommended stop epoch 4" in result.reason
+
+
+def test_still_improving_warns():
+    m = healthy_metrics(epochs=3)
+    result = phases(m)
+    assert result.status == "WARN" and result.reason.startswith("still improving")
+
+
+# §3 overfitting --------------------------------------------------------------------------
+
+
+def test_val_rising_after_best_fails_with_stop_epoch(healthy):
+    result = overfit(plant_val_rising(healthy, best_epoch=5))
+    assert result.status == "FAIL"
+    assert result.values["stop_epoch"] == 5 and "stop at epoch 5" in result.reason
+    assert result.values["verdict"] == "overfitting"
+    rows = result.details["tables"][0]["row_status"]
+    assert rows[-3:] == ["FAIL"] * 3
+
+
+def test_rel_gap_bands(healthy):
+    def with_gap(rel):
+        m = copy.deepcopy(healthy)
+        for e in m["epochs"]:
+            e["train_eval_loss"], e["val_loss"] = 0.5, 0.5 * (1 + rel)
+        return overfit(m)
+
+    assert with_gap(0.05).status == "PASS"
+    assert with_gap(0.2).status == "WARN"
+    assert with_gap(0.5).status == "FAIL"
+
+
+def test_tiny_absolute_gap_is_not_overfitting(healthy):
+    m = copy.deepcopy(healthy)
+    for e in m["epochs"]:
+        e["train_eval_loss"], e["val_loss"] = 0.004, 0.009  # rel_gap +125 %, 0.005 nats
+    assert overfit(m).status == "PASS"
+
+
+def test_widening_gap_warns(healthy):
+    m = copy.deepcopy(healthy)
+    val = [0.9, 0.8, 0.7, 0.6, 0.55, 0.50, 0.495, 0.49]  # still falling: not "val rising"
+    tev = [0.88, 0.78, 0.68, 0.58, 0.53, 0.50, 0.48, 0.46]  # gap 0, .015, .03: rel_gap 6.5 %
+    for e, v, t in zip(m["epochs"], val, tev, strict=True):
+        e["val_loss"], e["train_eval_loss"] = v, t
+    result = overfit(m)
+    assert result.status == "WARN" and "widening" in result.reason
+
+
+def test_chapter_numbers_are_not_read_as_fine(healthy):
+    """'epoch 1: train 1.98, val 0.15' compares a dropout-on running mean with an eval loss."""
+    m = dict(healthy, epochs=chapter_epochs())
+    result = overfit(m)
+    assert result.status != "PASS"  # judged on train_eval (0.026), not the running 0.09
+    assert result.values["final_train_eval"] == pytest.approx(0.026)
+    assert any("running train 1.98 > val 0.15 is expected" in n for n in result.details["notes"])
+    without = copy.deepcopy(m)
+    for e in without["epochs"]:
+        e.pop("train_eval_loss")
+    skipped = overfit(without)
+    assert skipped.status == "SKIP" and "running train loss" in skipped.reason
+
+
+def test_underfitting_verdict():
+    result = overfit(healthy_metrics(epochs=2))
+    assert result.values["verdict"] == "underfitting" and "train longer" in result.reason
+
+
+def test_no_epochs_is_skip(healthy):
+    m = dict(healthy, epochs=[])
+    assert overfit(m).status == "SKIP"
+    assert phases(dict(m, steps=[])).status == "SKIP"

@@ -1,0 +1,80 @@
+"""The pytest plugin, run for real in a subprocess: ``pytest diagnostics --run ...``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bankllm.fileio import atomic_write_json
+from diagnostics.testing import healthy_metrics, plant_val_rising
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_diagnostics(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="100")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_XDIST_WORKER_COUNT", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "diagnostics", "-p", "no:cacheprovider", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def fake_run(tmp_path: Path, metrics: dict) -> Path:
+    run = tmp_path / "run"
+    atomic_write_json(run / "metrics.json", metrics)
+    return run
+
+
+def test_unit_tests_do_not_load_the_plugin(pytestconfig):
+    assert not hasattr(pytestconfig.option, "bankllm_run")
+    assert pytestconfig.pluginmanager.get_plugin("bankllm-diagnostics-report") is None
+
+
+def test_missing_run_is_a_one_line_usage_error(tmp_path):
+    proc = run_diagnostics("--run", str(tmp_path / "missing"))
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "no training run at" in lines[0] and "tox -e train" in lines[0]
+    assert "bankllm train" in lines[0] and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_unknown_threshold_is_a_usage_error(tmp_path):
+    th = tmp_path / "th.toml"
+    th.write_text("leakage.near = 90\n")
+    run = fake_run(tmp_path, healthy_metrics())
+    proc = run_diagnostics("--run", str(run), "--thresholds", str(th))
+    assert proc.returncode == 4
+    assert "unknown threshold 'leakage.near'; valid keys:" in proc.stderr
+
+
+def test_planted_fault_fails_the_session_and_writes_the_report(tmp_path):
+    """Under pytest-xdist: the controller merges the CheckResults of both workers."""
+    run = fake_run(tmp_path, plant_val_rising(healthy_metrics()))
+    reports = tmp_path / "reports"
+    proc = run_diagnostics("--run", str(run), "--report-dir", str(reports), "-n", "2", "-k",
+                           "overfitting or initial_loss")
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "FAIL overfitting" in out and "stop at epoch 5" in out and "1 PASS" in out
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "diagnostics.html", "diagnostics.json", "diagnostics.svg", "loss_curves.png"]
+    report = json.loads((reports / "diagnostics.json").read_text())
+    assert {c["name"]: c["status"] for c in report["checks"]} == {
+        "initial_loss": "PASS", "overfitting": "FAIL"}
+
+
+@pytest.mark.parametrize("strict, code", [(False, 0), ("--strict", 1)])
+def test_warn_passes_unless_strict(tmp_path, strict, code):
+    run = fake_run(tmp_path, healthy_metrics(epochs=3))  # still improving: loss_phases WARN
+    args = ["--run", str(run), "--report-dir", str(tmp_path / "r"), "-k", "loss_phases"]
+    proc = run_diagnostics(*args, *([strict] if strict else []))
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert "WARN loss_phases" in proc.stdout
