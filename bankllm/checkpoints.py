@@ -20,6 +20,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,12 +120,27 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise BankLLMError(f"{path}: no resumable state in this run")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BankLLMError(f"{path}: refused to load resumable state ({first})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise BankLLMError(f"{path}: not a bankllm training state")
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise here
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only=True refused a global (a function or class) before running anything
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise BankLLMError(
+            f"{path}: refused to load resumable state: it holds objects other than tensors and "
+            f"plain values (code would run on loading), which bankllm never writes; nothing in "
+            f"it was executed{f' ({detail[:160]})' if detail else ''}"
+        ) from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for a damaged file
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise BankLLMError(
+            f"{path}: cannot load resumable state, the file is damaged or not a torch "
+            f"checkpoint ({type(exc).__name__}: {first})"
+        ) from None
+    required = ("model", "optimizer", "scheduler", "progress", "rng", "metrics")
+    if not isinstance(state, dict) or not all(k in state for k in required):
+        raise BankLLMError(f"{path}: not a bankllm training state (expected keys {required})")
     return state
 
 
@@ -210,7 +227,13 @@ def load_model(
     if which == "best":
         load_weights(model, run_dir / BEST_WEIGHTS)
     elif which == "last":
-        model.load_state_dict(load_state(run_dir / STATE_FILE)["model"])
+        try:
+            model.load_state_dict(load_state(run_dir / STATE_FILE)["model"])
+        except (RuntimeError, TypeError, AttributeError) as exc:  # shapes or keys differ
+            detail = " ".join(str(exc).split())[:300]  # one line
+            raise BankLLMError(
+                f"{run_dir / STATE_FILE}: model weights do not match the config ({detail})"
+            ) from None
     else:
         raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     return model.eval()

@@ -2,7 +2,9 @@
 
 The defaults are the chapter's recipe: a 6-layer, 8-head, 512-wide GPT with a 256-token
 context and dropout 0.1, trained for 10 epochs with AdamW (lr 3e-4, weight decay 0.1) on
-batches of 32 conversations (micro-batches of 4, 8 accumulation steps).
+batches of 32 conversations. How a batch is cut into micro-batches is an execution choice
+(the gradient is the same): by default as few as fit ``micro_batch_tokens``, usually one
+pass per batch; ``micro_batch_size=4`` gives the chapter's 8 accumulation steps of 4.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from bankllm.errors import BankLLMError
 
@@ -39,7 +41,8 @@ class TrainConfig:
     # optimisation
     epochs: int = 10
     batch_size: int = 32  # sequences per optimizer step: this defines the recipe
-    micro_batch_size: int = 4  # sequences per forward pass; batch_size / micro_batch_size steps
+    micro_batch_size: int = 0  # sequences per forward pass; 0: auto (micro_batch_tokens)
+    micro_batch_tokens: int = 8192  # auto: padded tokens per forward pass (32 x 256 = 8192)
     lr: float = 3e-4
     min_lr: float = 3e-5  # floor of the cosine schedule
     warmup_steps: int = 0
@@ -63,7 +66,10 @@ class TrainConfig:
 
     @property
     def grad_accum_steps(self) -> int:
-        return self.batch_size // self.micro_batch_size
+        """Forward passes per optimizer step (auto: at most; 1 unless the token budget cuts)."""
+        if self.micro_batch_size:
+            return self.batch_size // self.micro_batch_size
+        return max(1, math.ceil(self.batch_size * self.block_size / self.micro_batch_tokens))
 
     def validate(self) -> None:
         """Raise :class:`BankLLMError` naming the first key whose value is out of range."""
@@ -78,7 +84,8 @@ class TrainConfig:
             (self.min_freq >= 1, "min_freq must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.micro_batch_size >= 1, "micro_batch_size must be >= 1"),
+            (self.micro_batch_size >= 0, "micro_batch_size must be >= 0 (0: auto)"),
+            (self.micro_batch_tokens >= 1, "micro_batch_tokens must be >= 1"),
             (
                 self.batch_size % max(self.micro_batch_size, 1) == 0,
                 "batch_size must be a multiple of micro_batch_size",
@@ -91,7 +98,8 @@ class TrainConfig:
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)"),
             (self.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
             (self.device in ("cpu", "cuda", "auto"), "device must be cpu, cuda or auto"),
-            (self.threads >= 0, "threads must be >= 0"),
+            (0 <= self.threads <= 1024, "threads must be in [0, 1024]"),
+            (0 <= self.seed < 2**63, "seed must be in [0, 2**63)"),
             (self.bucket_batches >= 1, "bucket_batches must be >= 1"),
             (self.max_nonfinite_steps >= 0, "max_nonfinite_steps must be >= 0"),
             (self.save_every_steps >= 0, "save_every_steps must be >= 0"),
@@ -116,11 +124,17 @@ _FIELD_TYPES: dict[str, type] = {
 }
 
 
+def _printable(text: str, limit: int = 80) -> str:
+    """``text`` as it may appear in a one-line error: escaped control characters, shortened."""
+    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def _coerce(key: str, value: Any, origin: str) -> Any:
     """Convert ``value`` to the type of ``key``'s default; strings from ``--set`` are parsed."""
     if key not in _FIELD_TYPES:
         valid = ", ".join(CONFIG_KEYS)
-        raise BankLLMError(f"{origin}: unknown config key '{key}'; valid keys: {valid}")
+        raise BankLLMError(f"{origin}: unknown config key '{_printable(key)}'; valid keys: {valid}")
     want = _FIELD_TYPES[key]
     if isinstance(value, str) and want is not str:
         text = value.strip().lower()
@@ -129,17 +143,27 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
                 return True
             if text in ("0", "false", "no", "off"):
                 return False
-            raise BankLLMError(f"{origin}: {key} must be true or false, got '{value}'")
+            raise BankLLMError(f"{origin}: {key} must be true or false, got '{_printable(value)}'")
         try:
-            return want(float(text)) if want is int and "e" in text else want(text)
+            number = float(text) if want is int and ("e" in text or "." in text) else want(text)
         except ValueError:
-            raise BankLLMError(f"{origin}: {key} must be {want.__name__}, got '{value}'") from None
+            raise BankLLMError(
+                f"{origin}: {key} must be {want.__name__}, got '{_printable(value)}'"
+            ) from None
+        if want is int and isinstance(number, float):  # "1e3" is 1000; "1.5" or "1e400" no int
+            if not number.is_integer():
+                raise BankLLMError(f"{origin}: {key} must be an integer, got '{_printable(value)}'")
+            number = int(number)
+        value = number
     if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 2**1023 else math.inf  # a 400-digit int: no float
     if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
         raise BankLLMError(
-            f"{origin}: {key} must be {want.__name__}, got {type(value).__name__} {value!r}"
+            f"{origin}: {key} must be {want.__name__}, "
+            f"got {type(value).__name__} {_printable(repr(value))}"
         )
+    if want is float and not math.isfinite(value):
+        raise BankLLMError(f"{origin}: {key} must be a finite number, got {value!r}")
     return value
 
 
@@ -166,6 +190,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BankLLMError(f"{path}: config file not found") from None
+        except OSError as exc:
+            raise BankLLMError(f"{path}: cannot read config file ({exc.strerror})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise BankLLMError(f"{path}: not valid TOML ({exc})") from None
         table = raw.get("train", raw) if isinstance(raw.get("train"), dict) else raw
@@ -174,6 +200,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise BankLLMError(f"--set {item!r}: expected key=value")
-        values[key.strip()] = _coerce(key.strip(), value.strip(), f"--set {item}")
+            raise BankLLMError(f"--set {_printable(repr(item))}: expected key=value")
+        values[key.strip()] = _coerce(key.strip(), value.strip(), f"--set {_printable(item)}")
     return config_from_dict(values)

@@ -49,13 +49,18 @@ def load_conversations(path: str | Path) -> list[dict[str, Any]]:
     schema = load_schema("bankllm", "conversation.schema.json")
     conversations: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines would also split inside JSON strings holding U+2028,
+    # U+0085 or \x1c, which json.dumps(ensure_ascii=False) writes raw
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BankLLMError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise BankLLMError(f"{path}:{lineno}: not valid JSON ({reason})") from None
         validate_json(record, schema, f"{path}:{lineno}")
         if record["id"] in seen:
             raise BankLLMError(
@@ -227,6 +232,37 @@ def micro_batches(batch: Sequence[int], micro_batch_size: int) -> Iterator[list[
     """Split one optimizer batch into consecutive micro-batches."""
     for start in range(0, len(batch), micro_batch_size):
         yield list(batch[start : start + micro_batch_size])
+
+
+def plan_micro_batches(
+    batch: Sequence[int],
+    lengths: Sequence[int],
+    micro_batch_size: int,
+    micro_batch_tokens: int = 0,
+) -> list[list[int]]:
+    """Cut one optimizer batch into the micro-batches computed in one forward pass each.
+
+    ``micro_batch_size`` > 0: consecutive groups of that many sequences (the chapter's).
+    0 (auto): consecutive sequences while their padded size, count x longest (``lengths[i]``
+    is item ``i``'s input length), stays within ``micro_batch_tokens`` (0: no limit), at
+    least one per micro-batch; a bucketed batch of 32 short conversations is one pass.
+    The trainer's gradient does not depend on the cut (it is normalised by the batch's tokens).
+    """
+    if micro_batch_size > 0:
+        return list(micro_batches(batch, micro_batch_size))
+    parts: list[list[int]] = []
+    longest = 0
+    for i in batch:
+        grown = max(longest, lengths[i])
+        if parts and (
+            micro_batch_tokens <= 0 or (len(parts[-1]) + 1) * grown <= micro_batch_tokens
+        ):
+            parts[-1].append(i)
+            longest = grown
+        else:
+            parts.append([i])
+            longest = lengths[i]
+    return parts
 
 
 def corpus_stats(conversations: Sequence[dict[str, Any]], min_freq: int = 1) -> dict[str, Any]:

@@ -88,10 +88,19 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise BankLLMError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BankLLMError(f"{path}: cannot read {what} ({exc})") from None
+    return parse_json(text, str(path), what)
+
+
+def parse_json(text: str, origin: str, what: str = "file") -> Any:
+    """``json.loads``; any failure (syntax, a 5,000-digit number, nesting too deep) is a
+    :class:`BankLLMError` naming ``origin``, never another exception."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BankLLMError(f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+        raise BankLLMError(f"{origin}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BankLLMError(f"{origin}: {what} is not valid JSON ({reason})") from None
 
 
 def load_schema(package: str, name: str) -> dict[str, Any]:

@@ -1,17 +1,25 @@
 """A GPT language model in one file, in the spirit of nanoGPT's ``model.py``.
 
-Pre-LayerNorm transformer blocks, causal self-attention through
-``torch.nn.functional.scaled_dot_product_attention``, a GELU MLP, learned position
+Pre-LayerNorm transformer blocks, causal self-attention, a GELU MLP, learned position
 embeddings, input and output embeddings tied, and GPT-2 initialisation so that the
 untrained model predicts near-uniformly (loss close to ln V).
 
 Dropout is applied to the embeddings, the attention output projection and the MLP, but not
-inside attention: on CPU, SDPA leaves its fused kernel when attention dropout is non-zero.
+inside attention. Two choices are made for speed on CPU (``bench/README.md`` has the figures):
+
+- Training attention is written out (``q @ k^T``, masked softmax, ``@ v``): the same function
+  as ``scaled_dot_product_attention``, whose fused CPU kernel is fast forward but several times
+  slower backward at these sequence lengths (tens to a few hundred tokens). Decoding with a
+  mask or a KV cache still uses the fused kernel.
+- Dropout masks come from :func:`dropout_mask` (two elements per 64-bit draw of torch's
+  generator) instead of ``bernoulli_`` (one draw and a double per element), and are applied
+  together with the residual add (``torch.addcmul``).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -32,13 +40,44 @@ class GPTConfig:
     dropout: float = 0.1
 
 
+def dropout_mask(
+    shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """A tensor of 0s and 1s in ``dtype``, each 0 with probability ``p`` (within 2**-31).
+
+    ``random_()`` on int64 fills [0, 2**63): of each draw's two 32-bit words, the low one is
+    uniform over int32 and the high one over [0, 2**31), so each word gets its own threshold.
+    Deterministic given torch's generator state, like ``bernoulli_``, at a quarter of its cost.
+    """
+    n = math.prod(shape)
+    draws = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_()
+    low, high = round(-(2**31) + p * 2**32), round(p * 2**31)
+    words = (low, high) if sys.byteorder == "little" else (high, low)
+    thresholds = torch.tensor(words, dtype=torch.int32, device=device)
+    mask = torch.empty((n + 1) // 2, 2, dtype=dtype, device=device)
+    torch.ge(draws.view(torch.int32).view(-1, 2), thresholds, out=mask)
+    return mask.view(-1)[:n].view(shape)
+
+
+def add_dropout(x: torch.Tensor, y: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``x + dropout(y)``, the mask applied in the same pass as the add."""
+    if not training or p == 0.0:
+        return x + y
+    mask = dropout_mask(y.shape, p, y.dtype, y.device)
+    return torch.addcmul(x, y, mask, value=1.0 / (1.0 - p))
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.register_buffer(
+            "causal",
+            torch.ones(config.block_size, config.block_size, dtype=torch.bool).tril(),
+            persistent=False,
+        )
 
     def forward(
         self,
@@ -46,18 +85,23 @@ class CausalSelfAttention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         past: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The attention output before its dropout (the block adds that with the residual)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
-        if attn_mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
+        if attn_mask is not None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        elif past is not None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # training and scoring: causal attention written out (see the module docstring)
+            att = (q * (1.0 / math.sqrt(q.size(-1)))) @ k.transpose(-2, -1)
+            att = att.masked_fill(~self.causal[:T, :T], float("-inf")).softmax(dim=-1)
+            y = att @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+        return self.c_proj(y), (k, v)
 
 
 class MLP(nn.Module):
@@ -65,15 +109,16 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
-        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        """The MLP output before its dropout (the block adds that with the residual)."""
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
+        self.dropout = config.dropout
         self.ln_1 = nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd)
@@ -86,8 +131,8 @@ class Block(nn.Module):
         past: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         a, present = self.attn(self.ln_1(x), attn_mask, past)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        x = add_dropout(x, a, self.dropout, self.training)
+        x = add_dropout(x, self.mlp(self.ln_2(x)), self.dropout, self.training)
         return x, present
 
 
@@ -97,7 +142,6 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -128,7 +172,10 @@ class GPT(nn.Module):
         attn_mask: torch.Tensor | None = None,
         past_kv: KVCache | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
-        x = self.drop(self.wte(idx) + self.wpe(positions))
+        x = self.wte(idx) + self.wpe(positions)
+        if self.training and self.config.dropout > 0.0:
+            p = self.config.dropout
+            x = x * dropout_mask(x.shape, p, x.dtype, x.device).mul_(1.0 / (1.0 - p))
         present: KVCache = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, attn_mask, None if past_kv is None else past_kv[i])

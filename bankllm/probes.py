@@ -51,7 +51,7 @@ def _load_file(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
         raise BankLLMError(f"{path}: cannot read probe file ({exc})") from None
     records: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         origin = f"{path}:{lineno}"

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,27 @@ from bankllm.data import (
     epoch_batches,
     file_sha256,
     load_conversations,
-    micro_batches,
+    plan_micro_batches,
     split_conversations,
 )
 from bankllm.errors import BankLLMError
-from bankllm.fileio import atomic_write_json
+from bankllm.fileio import atomic_write_json, load_schema, validate_json
 from bankllm.model import GPT
 from bankllm.tokenizer import Tokenizer
 
 EXIT_SIGINT, EXIT_SIGTERM, EXIT_DIVERGED = 130, 143, 3
+# the trainer's counters saved in state.pt["progress"] (and the only attributes it restores)
+_PROGRESS_KEYS = (
+    "epoch",
+    "batch_in_epoch",
+    "step",
+    "epoch_loss_sum",
+    "epoch_tokens",
+    "epoch_seconds",
+    "nonfinite_steps",
+    "padded_tokens",
+    "pad_positions",
+)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -121,6 +133,7 @@ def rng_state() -> dict[str, Any]:
         "python_version": random.getstate()[0],
         "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
+        "numpy_gauss": [int(np_state[3]), float(np_state[4])],  # the cached normal deviate
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -132,7 +145,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
     internal = tuple(int(x) for x in state["python"][:-1])
     gauss = state["python"][-1]
     random.setstate((state["python_version"], internal, gauss))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"]))
+    has_gauss, gauss_value = state.get("numpy_gauss", (0, 0.0))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy"].numpy().astype(np.uint32),
+            int(state["numpy_pos"]),
+            int(has_gauss),
+            float(gauss_value),
+        )
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -172,14 +194,17 @@ def accumulate_gradients(
     precision: str,
     token_count: int | None = None,
     no_sync: Callable[[], Any] | None = None,
+    micro_batch_tokens: int = 0,
 ) -> tuple[float, int, int]:
     """Backpropagate one optimizer batch in micro-batches; return (sum loss, tokens, padded).
 
     Each micro-batch's summed token loss is divided by ``token_count`` (default: the target
     tokens of the whole batch), so the accumulated gradient is exactly the gradient of the
-    mean token loss over the batch, however it is cut into micro-batches.
+    mean token loss over the batch, however it is cut into micro-batches
+    (:func:`~bankllm.data.plan_micro_batches`: ``micro_batch_size`` 0 cuts by tokens).
     """
-    parts = [collate(corpus, mb, pad_id) for mb in micro_batches(batch, micro_batch_size)]
+    plan = plan_micro_batches(batch, corpus.lengths, micro_batch_size, micro_batch_tokens)
+    parts = [collate(corpus, mb, pad_id) for mb in plan]
     tokens = sum(int((y != -100).sum()) for _, y in parts)
     denominator = token_count if token_count is not None else tokens
     loss_sum, padded = 0.0, 0
@@ -219,12 +244,18 @@ class _StopRequest:
 
 
 def check_writable(run_dir: Path) -> None:
-    """Fail before training when the run directory cannot be created or written."""
+    """Fail before training when the run directory cannot be created or written.
+
+    Also removes temporary files a killed process left mid-write (``.<name>.*.tmp`` of
+    :func:`bankllm.fileio.atomic_write`): the files they were replacing are intact.
+    """
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
+        probe.write_bytes(b"")  # a probe, deleted at once: not a run file
         probe.unlink()
+        for stale in run_dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     except OSError as exc:
         raise BankLLMError(
             f"{run_dir}: run directory is not writable ({exc.strerror}); "
@@ -242,7 +273,12 @@ class Trainer:
         resume: bool = False,
         show_progress: bool = True,
         log: Callable[[str], None] | None = None,
+        split: ckpt.Split | None = None,
+        tokenizer: Tokenizer | None = None,
     ):
+        """``split`` / ``tokenizer`` (new runs only): train on exactly these instead of splitting
+        ``cfg.data`` and building a vocabulary (ablations: a subset of a parent run's train split,
+        its val set and its tokenizer). ``cfg.data`` must still be the corpus they come from."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
@@ -254,11 +290,13 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         self.device = resolve_device(cfg)
         self.precision = resolve_precision(cfg, self.device)
-        self._prepare_data(resume)
+        self._prepare_data(resume, split, tokenizer)
         self._build(resume)
 
     # -- setup -------------------------------------------------------------------------------
-    def _prepare_data(self, resume: bool) -> None:
+    def _prepare_data(
+        self, resume: bool, split: ckpt.Split | None = None, tokenizer: Tokenizer | None = None
+    ) -> None:
         cfg = self.cfg
         conversations = load_conversations(cfg.data)
         self.data_sha256 = file_sha256(cfg.data)
@@ -269,10 +307,18 @@ class Trainer:
             self.split = ckpt.Split.from_ids(conversations, split_info)
             self.tokenizer = Tokenizer.load(self.run_dir / ckpt.TOKENIZER_FILE)
         else:
-            self.split = split_conversations(conversations, cfg.val_fraction, cfg.seed)
-            self.tokenizer = Tokenizer.train(
-                (m["content"] for c in self.split.train for m in c["messages"]),
-                min_freq=cfg.min_freq,
+            self.split = (
+                split
+                if split is not None
+                else split_conversations(conversations, cfg.val_fraction, cfg.seed)
+            )
+            self.tokenizer = (
+                tokenizer
+                if tokenizer is not None
+                else Tokenizer.train(
+                    (m["content"] for c in self.split.train for m in c["messages"]),
+                    min_freq=cfg.min_freq,
+                )
             )
         enc = lambda convs: encode_corpus(convs, self.tokenizer, cfg.block_size, cfg.loss_on)  # noqa: E731
         self.train_data, self.val_data, self.train_eval_data = (
@@ -280,12 +326,10 @@ class Trainer:
             enc(self.split.val),
             enc(self.split.train_eval),
         )
-        truncated = self.train_data.truncated + self.val_data.truncated
-        if truncated:
-            self.log(
-                f"note: {truncated} conversation(s) longer than block_size={cfg.block_size} "
-                "tokens were truncated"
-            )
+        # train_eval is a subset of train: its truncations are already counted
+        self.truncated = self.train_data.truncated + self.val_data.truncated
+        if self.truncated:
+            self.log(self._truncation_note())
         self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
 
@@ -302,7 +346,16 @@ class Trainer:
         self.nonfinite_steps = 0
         self.padded_tokens, self.pad_positions = 0, 0
         if resume:
-            self._restore(ckpt.load_state(self.run_dir / ckpt.STATE_FILE))
+            path = self.run_dir / ckpt.STATE_FILE
+            state = ckpt.load_state(path)
+            try:
+                self._restore(state)
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+                detail = " ".join(str(exc).split())[:300]  # one line
+                raise BankLLMError(
+                    f"{path}: not a usable training state for this run "
+                    f"({type(exc).__name__}: {detail})"
+                ) from None
             return
         self.model.eval()
         first = epoch_batches(
@@ -322,14 +375,14 @@ class Trainer:
             "initial_loss": initial,
             "precision": self.precision,
             "device": str(self.device),
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),  # not TorchVersion: weights_only refuses it
             "world_size": 1,
             "warmup_steps": cfg.warmup_steps,
             "steps_per_epoch": self.steps_per_epoch,
             "train_seconds": 0.0,
             "tokens_per_second": 0.0,
             "padding_share": 0.0,
-            "truncated_conversations": self.train_data.truncated + self.val_data.truncated,
+            "truncated_conversations": self.truncated,
             "unk_rate_val": self.tokenizer.unk_rate(
                 m["content"] for c in self.split.val for m in c["messages"]
             ),
@@ -340,7 +393,17 @@ class Trainer:
             "epochs": [],
             "events": [],
         }
+        if self.truncated:  # recorded once, when the run starts
+            self.metrics["events"].append(
+                {"step": 0, "epoch": 1, "kind": "truncated", "message": self._truncation_note()}
+            )
         self._write_run_files()
+
+    def _truncation_note(self) -> str:
+        return (
+            f"note: {self.truncated} conversation(s) longer than block_size="
+            f"{self.cfg.block_size} tokens were truncated"
+        )
 
     def _initial_loss(self, batch: list[int]) -> float:
         x, y = collate(self.train_data, batch, self.tokenizer.pad_id)
@@ -370,27 +433,27 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "progress": {
-                "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch,
-                "step": self.step,
-                "epoch_loss_sum": self.epoch_loss_sum,
-                "epoch_tokens": self.epoch_tokens,
-                "epoch_seconds": self.epoch_seconds,
-                "nonfinite_steps": self.nonfinite_steps,
-                "padded_tokens": self.padded_tokens,
-                "pad_positions": self.pad_positions,
-            },
+            "progress": {key: getattr(self, key) for key in _PROGRESS_KEYS},
             "rng": rng_state(),
             "metrics": self.metrics,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
+        progress = state["progress"]
+        for key in _PROGRESS_KEYS:  # only known counters: a file never sets other attributes
+            value = progress[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"progress '{key}' is {type(value).__name__}")
+        validate_json(
+            state["metrics"],
+            load_schema("bankllm", "metrics.schema.json"),
+            f"{self.run_dir / ckpt.STATE_FILE}: metrics",
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        for key, value in state["progress"].items():
-            setattr(self, key, value)
+        for key in _PROGRESS_KEYS:
+            setattr(self, key, progress[key])
         self.metrics = state["metrics"]
         self.metrics["status"] = "running"
         self.metrics["events"].append(
@@ -421,6 +484,7 @@ class Trainer:
             self.tokenizer.pad_id,
             self.device,
             self.precision,
+            micro_batch_tokens=cfg.micro_batch_tokens,
         )
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
@@ -547,7 +611,9 @@ class Trainer:
         lengths = self.train_data.lengths
         return sum(
             len(mb) * max(lengths[i] for i in mb) - sum(lengths[i] for i in mb)
-            for mb in micro_batches(batch, self.cfg.micro_batch_size)
+            for mb in plan_micro_batches(
+                batch, lengths, self.cfg.micro_batch_size, self.cfg.micro_batch_tokens
+            )
         )
 
     def _stop_diverged(self, record: dict[str, Any]) -> int:
@@ -692,7 +758,7 @@ def print_summary(run_dir: Path, metrics: dict[str, Any]) -> None:
 
 
 def default_run_name() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 def cli_train(args: Any) -> int:
@@ -723,6 +789,12 @@ def cli_train(args: Any) -> int:
         f"{trainer.device} ({platform.machine()}), run {run_dir}",
         flush=True,
     )
-    code = trainer.train()
+    try:
+        code = trainer.train()
+    except OSError as exc:  # disk full, permissions changed mid-run, ...: every write is atomic
+        raise BankLLMError(
+            f"{exc.filename or run_dir}: cannot write ({exc.strerror or exc}); the files saved "
+            f"before are intact, fix the cause and continue with: bankllm train --resume {run_dir}"
+        ) from None
     print_summary(run_dir, trainer.metrics)
     return code

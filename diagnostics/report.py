@@ -42,7 +42,7 @@ from diagnostics.results import STATUSES, CheckResult, jsonable, tally, worst
 SCHEMA_VERSION = 1
 REPORT_JSON = "diagnostics.json"
 CHECK_ORDER = ("initial_loss", "loss_phases", "overfitting", "leakage", "memorization",
-               "consistency", "ablation", "gate")
+               "consistency", "faithfulness", "ablation", "gate")
 STATUS_STYLE = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red", "SKIP": "cyan"}
 ROW_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "cyan"}
 PHASE_STYLES = ("cyan", "green", "yellow", "magenta", "blue", "red")
@@ -68,12 +68,11 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     """Run facts and curves for the report, read from ``run_dir/metrics.json`` (no torch)."""
     run: dict[str, Any] = {"path": str(Path(run_dir).resolve())}
     try:
-        metrics = read_json(Path(run_dir) / "metrics.json", "run metrics")
+        path = Path(run_dir) / "metrics.json"
+        metrics = read_json(path, "run metrics")
+        validate_json(metrics, load_schema("bankllm", "metrics.schema.json"), str(path))
     except BankLLMError as exc:
         run["error"] = str(exc)
-        return run
-    if not isinstance(metrics, dict):
-        run["error"] = "metrics.json is not an object"
         return run
     run.update({k: metrics.get(k) for k in SUMMARY_KEYS})
     steps = [s for s in metrics.get("steps") or [] if isinstance(s, dict)]

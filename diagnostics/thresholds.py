@@ -51,12 +51,36 @@ DEFAULTS: dict[str, dict[str, Number]] = {
     # §6: rel_increase = (L50 - L100) / L100 of best val loss; PASS in [0, rel_pass],
     # WARN below 0 or up to rel_warn, FAIL above
     "ablation": {"rel_pass": 0.25, "rel_warn": 0.50},
+    # §5: gap = EM_train - EM_val (PASS <= gap_pass, WARN <= gap_warn); fuzzy = rapidfuzz ratio
+    # >= fuzzy_ratio; regurgitation: share of amounts in val answers copied from training
+    # conversations (values in >= public_min_share of them are public constants, not counted)
+    "memorization": {
+        "n_train_turns": 300,
+        "gap_pass": 0.10,
+        "gap_warn": 0.20,
+        "fuzzy_ratio": 90.0,
+        "regurgitation_warn": 0.02,
+        "regurgitation_fail": 0.05,
+        "public_min_share": 0.01,
+    },
+    # §7: INV/MFT judged by an intent classifier (SKIP below judge_min_accuracy on val);
+    # PASS at the value, WARN within warn_margin below, else FAIL
+    "consistency": {
+        "judge_min_accuracy": 0.95,
+        "consistency_pass": 0.90,
+        "novel_accuracy_pass": 0.80,
+        "warn_margin": 0.15,
+    },
+    # §7 DIR: share of entity-swapped requests answered about exactly the requested account
+    "faithfulness": {"faithfulness_pass": 0.90, "warn_margin": 0.15},
 }
 
 _ORDERED = (
     ("overfitting", "rel_gap_pass", "rel_gap_warn"),
     ("leakage", "max_exact", "max_near"),
     ("ablation", "rel_pass", "rel_warn"),
+    ("memorization", "gap_pass", "gap_warn"),
+    ("memorization", "regurgitation_warn", "regurgitation_fail"),
 )
 
 
