@@ -214,3 +214,19 @@ def test_no_epochs_is_skip(healthy):
     m = dict(healthy, epochs=[])
     assert overfit(m).status == "SKIP"
     assert phases(dict(m, steps=[])).status == "SKIP"
+
+
+def test_large_gap_while_val_still_improves_warns_and_fails_once_val_plateaus(healthy):
+    """The default recipe's shape: val falls every epoch while train_eval falls faster."""
+    m = copy.deepcopy(healthy)
+    val = [2.57, 1.65, 1.28, 1.05, 0.92, 0.84, 0.80, 0.75]
+    tev = [2.47, 1.55, 1.14, 0.86, 0.73, 0.63, 0.56, 0.49]  # final rel_gap +53 %
+    for e, v, t in zip(m["epochs"], val, tev, strict=True):
+        e["val_loss"], e["train_eval_loss"] = v, t
+    result = overfit(m)
+    assert result.status == "WARN" and "val still improving" in result.reason
+    assert result.values["final_rel_gap"] > 0.5
+    # the same gap once val has stopped improving for `patience` epochs: FAIL
+    for e, v in zip(m["epochs"][-3:], [0.75, 0.749, 0.748], strict=True):
+        e["val_loss"] = v
+    assert overfit(m).status == "FAIL"
