@@ -162,8 +162,10 @@ class EncodedCorpus:
     def lengths(self) -> list[int]:
         return [len(x) - 1 for x in self.ids]
 
-    def n_target_tokens(self) -> int:
-        return int(sum(int(m.sum()) for m in self.loss_mask))
+    def n_target_tokens(self, indices: Sequence[int] | None = None) -> int:
+        """Target tokens of the given conversations (default: all)."""
+        masks = self.loss_mask if indices is None else [self.loss_mask[i] for i in indices]
+        return int(sum(int(m.sum()) for m in masks))
 
 
 def encode_corpus(

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bankllm import checkpoints as ckpt
+from bankllm import distributed
 from bankllm.config import TrainConfig, load_config
 from bankllm.data import (
     EncodedCorpus,
@@ -167,11 +168,16 @@ def evaluate(
     device: torch.device,
     precision: str,
     batch_size: int = 32,
+    ctx: distributed.Context | None = None,
 ) -> float:
-    """Mean per-token loss of ``corpus`` in eval mode (dropout off); restores the mode after."""
+    """Mean per-token loss of ``corpus`` in eval mode (dropout off); restores the mode after.
+
+    Under torchrun each process scores its share and the sums are added over processes.
+    """
+    ctx = ctx or distributed.Context()
     was_training = model.training
     model.eval()
-    order = sorted(range(len(corpus)), key=lambda i: corpus.lengths[i])
+    order = ctx.shard(sorted(range(len(corpus)), key=lambda i: corpus.lengths[i]))
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
         x, y = collate(corpus, order[start : start + batch_size], pad_id)
@@ -181,6 +187,7 @@ def evaluate(
         total += float(loss_sum)
         count += int((y != -100).sum())
     model.train(was_training)
+    total, count = ctx.all_reduce_sum(total, count)
     return total / max(count, 1)
 
 
@@ -275,20 +282,27 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         split: ckpt.Split | None = None,
         tokenizer: Tokenizer | None = None,
+        ctx: distributed.Context | None = None,
     ):
         """``split`` / ``tokenizer`` (new runs only): train on exactly these instead of splitting
         ``cfg.data`` and building a vocabulary (ablations: a subset of a parent run's train split,
-        its val set and its tokenizer). ``cfg.data`` must still be the corpus they come from."""
+        its val set and its tokenizer). ``cfg.data`` must still be the corpus they come from.
+        ``ctx``: this process's place in a torchrun job (default: a single process)."""
+        self.ctx = ctx or distributed.Context()
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        check_writable(self.run_dir)
+        log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.log = log if self.ctx.is_main else (lambda msg: None)
+        if self.ctx.is_main:
+            check_writable(self.run_dir)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         self.device = resolve_device(cfg)
+        if self.device.type == "cuda" and self.ctx.is_distributed:
+            self.device = torch.device("cuda", self.ctx.local_rank)
         self.precision = resolve_precision(cfg, self.device)
         self._prepare_data(resume, split, tokenizer)
         self._build(resume)
@@ -337,6 +351,11 @@ class Trainer:
         cfg = self.cfg
         seed_everything(cfg.seed)
         self.model = GPT(ckpt.gpt_config(cfg, len(self.tokenizer))).to(self.device)
+        # what forward/backward run through: DDP averages gradients over processes
+        self.train_model: torch.nn.Module = self.model
+        if self.ctx.is_distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, ids)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_at(step, self.total_steps, cfg) / cfg.lr
@@ -376,7 +395,7 @@ class Trainer:
             "precision": self.precision,
             "device": str(self.device),
             "torch_version": str(torch.__version__),  # not TorchVersion: weights_only refuses it
-            "world_size": 1,
+            "world_size": self.ctx.world_size,
             "warmup_steps": cfg.warmup_steps,
             "steps_per_epoch": self.steps_per_epoch,
             "train_seconds": 0.0,
@@ -397,7 +416,8 @@ class Trainer:
             self.metrics["events"].append(
                 {"step": 0, "epoch": 1, "kind": "truncated", "message": self._truncation_note()}
             )
-        self._write_run_files()
+        if self.ctx.is_main:
+            self._write_run_files()
 
     def _truncation_note(self) -> str:
         return (
@@ -468,6 +488,8 @@ class Trainer:
         self.model.train()
 
     def save_state(self) -> None:
+        if not self.ctx.is_main:
+            return
         ckpt.save_state(self._state(), self.run_dir / ckpt.STATE_FILE)
         ckpt.write_metrics(self.run_dir, self.metrics)
 
@@ -476,21 +498,37 @@ class Trainer:
         """One optimizer step on ``batch``; returns its step record."""
         cfg = self.cfg
         lr = self.scheduler.get_last_lr()[0]
-        loss_sum, tokens, padded = accumulate_gradients(
-            self.model,
+        # Every process knows the whole batch, so each divides its summed loss by the target
+        # tokens of the whole batch; DDP averages gradients over world_size processes, which
+        # the denominator undoes. The step is exactly one of `batch_size` conversations.
+        ctx = self.ctx
+        tokens = self.train_data.n_target_tokens(batch)
+        shard = ctx.shard(batch)
+        denominator = tokens / ctx.world_size
+        if not shard:  # fewer conversations than processes: join the gradient sync with zeros
+            shard, denominator = batch[:1], math.inf
+        loss_sum, _, padded = accumulate_gradients(
+            self.train_model,
             self.train_data,
-            batch,
+            shard,
             cfg.micro_batch_size,
             self.tokenizer.pad_id,
             self.device,
             self.precision,
+            token_count=denominator,
+            no_sync=getattr(self.train_model, "no_sync", None),
             micro_batch_tokens=cfg.micro_batch_tokens,
         )
+        if denominator == math.inf:
+            loss_sum, padded = 0.0, 0
+        pad_positions = self._pad_count(shard) if padded else 0
+        loss_sum, padded, pad_positions = ctx.all_reduce_sum(loss_sum, padded, pad_positions)
+        self.pad_positions += int(pad_positions)
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
         loss = loss_sum / max(tokens, 1)
         self.step += 1
-        self.padded_tokens += padded
+        self.padded_tokens += int(padded)
         record = {
             "step": self.step,
             "epoch": self.epoch,
@@ -525,9 +563,11 @@ class Trainer:
         return record
 
     def _end_epoch(self) -> dict[str, Any]:
-        pad = self.tokenizer.pad_id
-        val = evaluate(self.model, self.val_data, pad, self.device, self.precision)
-        train_eval = evaluate(self.model, self.train_eval_data, pad, self.device, self.precision)
+        pad, ctx = self.tokenizer.pad_id, self.ctx
+        val = evaluate(self.model, self.val_data, pad, self.device, self.precision, ctx=ctx)
+        train_eval = evaluate(
+            self.model, self.train_eval_data, pad, self.device, self.precision, ctx=ctx
+        )
         record = {
             "epoch": self.epoch,
             "train_loss": self.epoch_loss_sum / self.epoch_tokens if self.epoch_tokens else None,
@@ -539,7 +579,7 @@ class Trainer:
         }
         self.metrics["epochs"].append(record)
         best = self.metrics["best_val_loss"]
-        if math.isfinite(val) and (best is None or val < best):
+        if math.isfinite(val) and (best is None or val < best) and ctx.is_main:
             # weights first, then the record naming them: a crash between leaves an older
             # best.json next to better weights, never a record of weights that do not exist
             ckpt.save_weights(
@@ -564,7 +604,7 @@ class Trainer:
     def train(self) -> int:
         """Run (or continue) training; return the process exit code."""
         cfg = self.cfg
-        progress = _Progress(self) if self.show_progress else None
+        progress = _Progress(self) if self.show_progress and self.ctx.is_main else None
         with _StopRequest() as stop, progress or nullcontext():
             while self.epoch <= cfg.epochs:
                 batches = epoch_batches(
@@ -578,7 +618,6 @@ class Trainer:
                     t0 = time.perf_counter()
                     batch = batches[self.batch_in_epoch]
                     record = self._train_step(batch)
-                    self.pad_positions += self._pad_count(batch)
                     self.batch_in_epoch += 1
                     self.epoch_seconds += time.perf_counter() - t0
                     self.metrics["steps"].append(record)
@@ -586,8 +625,8 @@ class Trainer:
                         progress.update(record)
                     if self.nonfinite_steps > cfg.max_nonfinite_steps:
                         return self._stop_diverged(record)
-                    if stop.signum is not None:
-                        return self._stop_interrupted(stop.signum)
+                    if self.ctx.broadcast_flag(stop.signum is not None):
+                        return self._stop_interrupted(stop.signum or signal.SIGTERM)
                     if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                         self._update_throughput()
                         self.save_state()
@@ -599,12 +638,13 @@ class Trainer:
                 self.save_state()
                 if progress:
                     progress.epoch_done(self.metrics["epochs"][-1])
-                if stop.signum is not None:
-                    return self._stop_interrupted(stop.signum)
+                if self.ctx.broadcast_flag(stop.signum is not None):
+                    return self._stop_interrupted(stop.signum or signal.SIGTERM)
         self.metrics["status"] = "completed"
         self._update_throughput()
         self.save_state()
-        ckpt.point_latest(self.run_dir)
+        if self.ctx.is_main:
+            ckpt.point_latest(self.run_dir)
         return 0
 
     def _pad_count(self, batch: list[int]) -> int:
@@ -632,7 +672,8 @@ class Trainer:
             }
         )
         self._update_throughput()
-        ckpt.write_metrics(self.run_dir, self.metrics)
+        if self.ctx.is_main:
+            ckpt.write_metrics(self.run_dir, self.metrics)
         self.log(f"error: {message}")
         return EXIT_DIVERGED
 
@@ -774,21 +815,37 @@ def cli_train(args: Any) -> int:
         if args.data:
             overrides.append(f"data={args.data}")
         cfg = load_config(args.config, overrides)
-        run_dir = Path(args.runs_dir) / (args.name or default_run_name())
-        if (run_dir / ckpt.METRICS_FILE).exists():
+        resume = False
+    ctx = distributed.setup(resolve_device(cfg).type)
+    try:
+        return _train_in_context(args, cfg, resume, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distributed.Context) -> int:
+    if resume:
+        run_dir = Path(args.resume)
+    else:
+        # under torchrun every process must use rank 0's name (clocks may straddle a second)
+        name = ctx.broadcast_text(args.name or default_run_name())
+        run_dir = Path(args.runs_dir) / name
+        exists = (run_dir / ckpt.METRICS_FILE).exists()
+        ctx.barrier()  # every process has looked before rank 0 writes anything
+        if exists:
             raise BankLLMError(
                 f"{run_dir}: a run of that name exists; pick another --name or "
                 f"continue it with --resume {run_dir}"
             )
-        resume = False
-    trainer = Trainer(cfg, run_dir, resume=resume, show_progress=not args.quiet)
-    print(
-        f"bankllm: {trainer.metrics['n_params']:,} parameters, vocabulary "
-        f"{len(trainer.tokenizer)}, {len(trainer.split.train)} train / "
-        f"{len(trainer.split.val)} val conversations, {trainer.precision} on "
-        f"{trainer.device} ({platform.machine()}), run {run_dir}",
-        flush=True,
-    )
+    trainer = Trainer(cfg, run_dir, resume=resume, show_progress=not args.quiet, ctx=ctx)
+    if ctx.is_main:
+        print(
+            f"bankllm: {trainer.metrics['n_params']:,} parameters, vocabulary "
+            f"{len(trainer.tokenizer)}, {len(trainer.split.train)} train / "
+            f"{len(trainer.split.val)} val conversations, {trainer.precision} on "
+            f"{trainer.device} ({platform.machine()}), world size {ctx.world_size}, run {run_dir}",
+            flush=True,
+        )
     try:
         code = trainer.train()
     except OSError as exc:  # disk full, permissions changed mid-run, ...: every write is atomic
@@ -796,5 +853,6 @@ def cli_train(args: Any) -> int:
             f"{exc.filename or run_dir}: cannot write ({exc.strerror or exc}); the files saved "
             f"before are intact, fix the cause and continue with: bankllm train --resume {run_dir}"
         ) from None
-    print_summary(run_dir, trainer.metrics)
+    if ctx.is_main:
+        print_summary(run_dir, trainer.metrics)
     return code
