@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 TINY = [
     "--set",
@@ -65,3 +67,63 @@ def test_two_gloo_processes_match_one_process(corpus_file, tmp_path):
     assert [s["tokens"] for s in double["steps"]] == [s["tokens"] for s in single["steps"]]
     # only rank 0 wrote the run directory: no stray temporary files
     assert not [p for p in (tmp_path / "ddp").iterdir() if p.name.startswith(".")]
+
+
+def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, tmp_path):
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "bankllm",
+    ]
+    longer = [*TINY, "--set", "epochs=12", "--set", "save_every_steps=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def args(name):
+        return [
+            "train",
+            "--data",
+            str(corpus_file),
+            "--runs-dir",
+            str(tmp_path),
+            "--name",
+            name,
+            *longer,
+        ]
+
+    whole = subprocess.run(
+        [*torchrun, *args("whole")], capture_output=True, text=True, timeout=240, env=env
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    proc = subprocess.Popen(
+        [*torchrun, *args("cut")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    state = tmp_path / "cut" / "state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
+    proc.communicate(timeout=120)
+    cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert cut["status"] == "interrupted", cut["status"]
+    resumed = subprocess.run(
+        [*torchrun, "train", "--resume", str(tmp_path / "cut"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert b["status"] == "completed" and b["world_size"] == 2
+    assert [s["loss"] for s in b["steps"]] == [s["loss"] for s in a["steps"]]
+    assert [e["val_loss"] for e in b["epochs"]] == [e["val_loss"] for e in a["epochs"]]
