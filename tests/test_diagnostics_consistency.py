@@ -1,0 +1,173 @@
+"""Diagnostic power of the consistency checks (§7), with response sources instead of a model,
+on the bundled probe sets and corpus: the chapter's always-"checking" answers FAIL
+faithfulness, answers that ignore the request FAIL consistency, an oracle passes; an
+unreliable or missing judge SKIPs consistency but never hides a faithfulness failure."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from bankllm.data import load_conversations, split_conversations
+from bankllm.probes import Probes, load_probes
+from bankllm.synth import mentioned_account_types
+from bankllm.tokenizer import normalize_text
+from diagnostics.analyses.consistency import (
+    Judge,
+    analyse_consistency,
+    analyse_faithfulness,
+    collect_responses,
+    labelled_agent_turns,
+    probe_prompts,
+    train_judge,
+)
+from diagnostics.thresholds import Thresholds
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "fixtures" / "banking_conversations.jsonl"
+PROBES = ROOT / "fixtures" / "probes"
+TH = Thresholds().for_check("consistency")
+TH_DIR = Thresholds().for_check("faithfulness")
+CHAPTER_PROMPT = "What is my credit balance?"
+CHAPTER_ANSWER = "your checking account balance is $ 2 , 4 5 0 . 3 2 ."
+
+pytestmark = pytest.mark.skipif(not (CORPUS.exists() and PROBES.is_dir()),
+                                reason="needs the bundled corpus and probes (bankllm data synth)")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    split = split_conversations(load_conversations(CORPUS), 0.1, seed=0)
+    return split, load_probes(PROBES), train_judge(split.train, split.val)
+
+
+def expectations(probes: Probes) -> dict[str, tuple[str, str | None]]:
+    """prompt -> (expected intent, requested account type or None)."""
+    want: dict[str, tuple[str, str | None]] = {}
+    for g in probes.inv:
+        want.update({p: (g["intent"], g["entity"]) for p in g["prompts"]})
+    for r in probes.mft:
+        want[r["prompt"]] = (r["intent"], r["entity"])
+    for r in probes.dir:
+        want.update({v["prompt"]: (r["intent"], v["entity"]) for v in r["variants"]})
+    return want
+
+
+def oracle(split, probes: Probes):
+    """Answers every probe right: a training answer of the expected intent that names the
+    requested account type (or any answer of that intent when the request names none)."""
+    texts, intents = labelled_agent_turns(split.train)
+    want = expectations(probes)
+
+    def answer(prompt: str) -> str:
+        intent, entity = want[prompt]
+        options = [t for t, i in zip(texts, intents, strict=True) if i == intent]
+        named = [t for t in options if mentioned_account_types(t) == [entity]]
+        return (named or options)[0]
+
+    return lambda prompts: [answer(p) for p in prompts]
+
+
+def always_checking(split, probes: Probes):
+    """The chapter's model: right intent, but every account is the checking account."""
+    right = oracle(split, probes)
+
+    def respond(prompts):
+        return [a.replace("savings account", "checking account").replace(
+            "credit card", "checking account").replace("savings", "checking")
+            for a in right(prompts)]
+
+    return lambda prompts: [CHAPTER_ANSWER if p == CHAPTER_PROMPT else a
+                            for p, a in zip(prompts, respond(prompts), strict=True)]
+
+
+def surface_matcher(split):
+    """Ignores the request: a random training answer per prompt (seeded)."""
+    texts, _ = labelled_agent_turns(split.train)
+    rng = random.Random(0)
+    return lambda prompts: [rng.choice(texts) for _ in prompts]
+
+
+def run_both(setup, source, judge=None):
+    split, probes, trained = setup
+    answers = collect_responses(probe_prompts(probes), source)
+    return (analyse_consistency(probes, answers, judge or trained, TH),
+            analyse_faithfulness(probes, answers, TH_DIR))
+
+
+def test_judge_is_reliable_on_the_bundled_corpus(setup):
+    _, _, judge = setup
+    assert judge.accuracy is not None and judge.accuracy >= TH["judge_min_accuracy"]
+    assert judge.predict([CHAPTER_ANSWER, ""]) == ["check_balance", "(no answer)"]
+
+
+def test_oracle_passes(setup):
+    consistency, faithfulness = run_both(setup, oracle(setup[0], setup[1]))
+    assert consistency.status == "PASS", consistency.reason
+    assert faithfulness.status == "PASS", faithfulness.reason
+    assert consistency.values["consistency"] == 1.0
+    assert consistency.values["novel_accuracy"] == 1.0
+    assert consistency.values["consistent_and_correct"] == 1.0
+    assert faithfulness.values["faithfulness"] == 1.0
+
+
+def test_always_checking_fails_faithfulness_with_the_chapters_example(setup):
+    consistency, faithfulness = run_both(setup, always_checking(setup[0], setup[1]))
+    assert faithfulness.status == "FAIL"
+    v = faithfulness.values
+    assert v["faithfulness_checking"] == 1.0
+    assert v["faithfulness_savings"] == 0.0 and v["faithfulness_credit_card"] == 0.0
+    failed = {(f["prompt"], f["response"]) for f in faithfulness.details["failures"]}
+    assert (CHAPTER_PROMPT, CHAPTER_ANSWER) in failed
+    assert "name another account instead" in faithfulness.reason
+    # the intents are right: consistency alone would have called this model fine
+    assert consistency.status == "PASS" and consistency.values["consistency"] == 1.0
+
+
+def test_answers_that_ignore_the_request_fail_consistency(setup):
+    consistency, faithfulness = run_both(setup, surface_matcher(setup[0]))
+    assert consistency.status == "FAIL"
+    assert consistency.values["consistency"] < 0.5 and consistency.values["novel_accuracy"] < 0.5
+    assert faithfulness.status == "FAIL"
+    tables = [t["title"] for t in consistency.details["tables"]]
+    assert any("INV" in t for t in tables) and any("MFT" in t for t in tables)
+
+
+def test_unreliable_judge_skips_consistency_but_not_faithfulness(setup):
+    bad = Judge(lambda texts: ["check_balance"] * len(texts), 0.6, 10, 10, ["check_balance"])
+    consistency, faithfulness = run_both(setup, always_checking(setup[0], setup[1]), judge=bad)
+    assert consistency.status == "SKIP" and "judge not reliable" in consistency.reason
+    assert faithfulness.status == "FAIL"
+
+
+def test_no_intent_labels_skips_with_that_reason(setup):
+    split, probes, _ = setup
+    strip = [{**c, "intent": None, "messages": [{"role": m["role"], "content": m["content"]}
+                                                 for m in c["messages"]]} for c in split.train]
+    judge = train_judge(strip, split.val)
+    result = analyse_consistency(probes, {}, judge, TH)
+    assert result.status == "SKIP" and "no intent labels" in result.reason
+
+
+def test_warn_band_just_below_the_pass_mark(setup):
+    split, probes, judge = setup
+    answers = collect_responses(probe_prompts(probes), oracle(split, probes))
+    inv = set(probe_prompts(probes, ("inv",)))
+    novel = [r["prompt"] for r in probes.mft if r["prompt"] not in inv]
+    for prompt in novel[:5]:  # a closing remark: never the intent of a request
+        answers[prompt] = "you ' re welcome ! have a great day ."
+    result = analyse_consistency(probes, answers, judge, {**TH, "novel_accuracy_pass": 0.95})
+    assert result.values["novel_accuracy"] == pytest.approx(1 - 5 / len(probes.mft))
+    assert result.values["consistency"] == 1.0
+    assert result.status == "WARN"
+    assert "novel accuracy" in result.reason and "< 95%" in result.reason
+
+
+def test_judge_works_in_the_models_word_space(setup):
+    split, _, judge = setup
+    texts, intents = labelled_agent_turns(split.val)
+    raw = [m["content"] for c in split.val for m in c["messages"] if m["role"] == "agent"]
+    assert texts[:5] == [normalize_text(t) for t in raw[:5]]
+    assert judge.predict(raw[:20]) == intents[:20]
