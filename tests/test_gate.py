@@ -1,0 +1,216 @@
+"""``bankllm gate`` (diagnostics.gate) and the §8 regression analysis.
+
+One tiny real run is trained per module; each test copies it and doctors the copy's files
+(metrics.json, config.json, split.json) so that they still pass ``read_metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from bankllm.cli import main
+from bankllm.config import TrainConfig
+from bankllm.training import Trainer
+from diagnostics.analyses.regression import analyse_regression
+from diagnostics.gate import SCHEMA_PATH, gate_result, summarize_run
+from tests.conftest import make_conversations
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A completed one-epoch run of a 1-layer, 16-wide model (about a second)."""
+    root = tmp_path_factory.mktemp("gate")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(c) + "\n" for c in make_conversations()))
+    cfg = TrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, dropout=0.0,
+                      data=str(corpus), epochs=1, batch_size=8, micro_batch_size=4, lr=3e-3,
+                      min_lr=3e-4, precision="fp32", threads=1)
+    assert Trainer(cfg, root / "run", show_progress=False, log=lambda _: None).train() == 0
+    return root / "run"
+
+
+@pytest.fixture
+def run(trained: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained run."""
+    return Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+@pytest.fixture
+def baseline(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> Path:
+    """A baseline written from the trained run with ``bankllm gate --update``."""
+    path = tmp_path / "reports" / "baseline.json"
+    assert main(["gate", "--run", str(trained), "--baseline", str(path), "--update"]) == 0
+    capsys.readouterr()
+    return path
+
+
+def _edit(path: Path, change: Any) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _worse(factor: float):
+    def change(m: dict) -> None:
+        for e in m["epochs"]:
+            e["val_loss"] *= factor
+        m["best_val_loss"] *= factor
+    return change
+
+
+def _gate(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(["gate", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_error_line(err: str) -> str:
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_update_writes_a_schema_valid_baseline(trained, baseline):
+    data = json.loads(baseline.read_text())
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(data)
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert data["best_val_loss"] == metrics["best_val_loss"]
+    assert data["best_epoch"] == metrics["best_epoch"] == 1
+    assert data["data_sha256"] == metrics["data_sha256"]
+    assert data["model_hash"] == TrainConfig(**data["config"]).model_hash()
+    assert data["environment"]["precision"] == "fp32"
+    assert {"cpu_isa", "cpu_bf16", "torch_version", "platform"} <= set(data["environment"])
+    assert [p.name for p in baseline.parent.iterdir()] == ["baseline.json"]  # no temp files
+
+
+def test_update_is_atomic(run, baseline, capsys, monkeypatch):
+    before = baseline.read_bytes()
+    _edit(run / "metrics.json", _worse(0.5))
+
+    def crash(src: Any, dst: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("bankllm.fileio.os.replace", crash)
+    code, _, err = _gate(capsys, "--run", str(run), "--baseline", str(baseline), "--update")
+    assert code == 2 and "disk full" in _one_error_line(err) and "unchanged" in err
+    assert baseline.read_bytes() == before
+    assert [p.name for p in baseline.parent.iterdir()] == ["baseline.json"]
+
+
+def test_update_refuses_an_unfinished_run_unless_forced(run, tmp_path, capsys):
+    _edit(run / "metrics.json", lambda m: m.update(status="interrupted"))
+    path = tmp_path / "b.json"
+    code, _, err = _gate(capsys, "--run", str(run), "--baseline", str(path), "--update")
+    assert code == 2 and "interrupted" in _one_error_line(err) and not path.exists()
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(path), "--update", "--force")
+    assert code == 0 and "baseline written" in out and path.exists()
+
+
+def test_equal_run_passes(run, baseline, capsys):
+    code, out, err = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 0 and err == ""
+    assert "verdict: PASS" in out and "+0.00%" in out and "tolerance" in out
+
+
+@pytest.mark.parametrize(("factor", "tolerance", "expected"),
+                         [(1.05, None, 1), (1.01, None, 0), (1.05, "0.1", 0), (0.9, None, 0)])
+def test_worse_run_fails_beyond_tolerance(run, baseline, capsys, factor, tolerance, expected):
+    _edit(run / "metrics.json", _worse(factor))
+    extra = ["--tolerance", tolerance] if tolerance else []
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline), *extra)
+    assert code == expected
+    assert f"{factor - 1:+.2%}" in out
+    assert ("verdict: FAIL" in out) == (expected == 1)
+
+
+def test_mismatched_data_hash_is_refused_and_named(run, baseline, capsys):
+    other = "0" * 64
+    _edit(run / "metrics.json", lambda m: m.update(data_sha256=other))
+    _edit(run / "split.json", lambda s: s.update(data_sha256=other))
+    code, out, err = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 2 and "REFUSED" in out
+    assert "data hash differs" in _one_error_line(err) and "model config" not in err
+
+
+def test_mismatched_model_config_is_refused_and_named(run, baseline, capsys):
+    _edit(run / "config.json", lambda c: c.update(n_layer=2))
+    code, _, err = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 2
+    assert "model config differs (n_layer 1 → 2)" in _one_error_line(err)
+    assert "data hash" not in err
+
+
+def test_force_compares_anyway(run, baseline, capsys):
+    _edit(run / "config.json", lambda c: c.update(n_layer=2))
+    _edit(run / "metrics.json", _worse(1.10))
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline), "--force")
+    assert code == 1 and "forced: compared although the model config differs" in out
+
+
+def test_recipe_change_is_compared_not_refused(run, baseline, capsys):
+    _edit(run / "config.json", lambda c: c.update(lr=3e-2))
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 0 and "recipe differs from the baseline's: lr 0.003 → 0.03" in out
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ('{"best_val_loss": ', "not valid JSON"),
+    ('{"schema_version": 1}', "is a required property"),
+    ("[]", "is not of type 'object'"),
+])
+def test_malformed_baseline_is_one_error_line(run, tmp_path, capsys, content, expected):
+    path = tmp_path / "baseline.json"
+    path.write_text(content)
+    code, out, err = _gate(capsys, "--run", str(run), "--baseline", str(path))
+    assert code == 2 and out == ""
+    line = _one_error_line(err)
+    assert str(path) in line and expected in line and "--update" in line
+
+
+def test_baseline_with_a_wrong_value_is_rejected(run, baseline, capsys):
+    _edit(baseline, lambda b: b.update(best_val_loss=-1.0))
+    code, _, err = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 2 and "best_val_loss" in _one_error_line(err)
+
+
+def test_missing_baseline_or_run_is_exit_2(run, baseline, tmp_path, capsys):
+    code, _, err = _gate(capsys, "--run", str(run), "--baseline", str(tmp_path / "none.json"))
+    assert code == 2 and "baseline not found" in _one_error_line(err) and "--update" in err
+    code, _, err = _gate(capsys, "--run", str(tmp_path / "nope"), "--baseline", str(baseline))
+    assert code == 2 and "no such run" in _one_error_line(err)
+    code, _, err = _gate(capsys, "--run", str(run), "--baseline", str(baseline),
+                         "--tolerance", "-1")
+    assert code == 2 and "--tolerance" in _one_error_line(err)
+
+
+def test_pytest_check_skips_without_baseline(run, baseline, tmp_path):
+    skipped = gate_result(run, tmp_path / "none.json")
+    assert skipped.status == "SKIP" and "bankllm gate --run" in skipped.reason
+    assert "--update" in skipped.reason
+    assert gate_result(run, baseline).status == "PASS"
+
+
+# --------------------------------------------------------------------------- pure analysis
+
+
+def test_analysis_notes_environment_and_flags_divergence(trained):
+    base = summarize_run(trained)
+    run = json.loads(json.dumps(base))
+    run["environment"].update(precision="bf16", cpu_bf16="none")
+    result = analyse_regression(run, base, 0.02)
+    assert result.status == "PASS" and result.values["rel_change"] == 0.0
+    assert any("precision fp32 → bf16" in n and "noise" in n for n in result.details["notes"])
+
+    run.update(status="diverged", best_val_loss=None)
+    diverged = analyse_regression(run, base, 0.02)
+    assert diverged.status == "FAIL" and "diverged" in diverged.reason
+    assert json.loads(diverged.to_json())["values"]["new"] is None
+
+    run.update(status="completed", best_val_loss=math.nan)
+    assert analyse_regression(run, base, 0.02).status == "FAIL"
