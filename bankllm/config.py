@@ -56,7 +56,7 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     threads: int = 0  # torch threads; 0 = leave torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms
-    bucket_batches: int = 8  # length bucketing: sort within groups of this many batches
+    bucket_batches: int = 16  # length bucketing: sort within groups of this many batches
     max_nonfinite_steps: int = (
         0  # optimizer steps with a non-finite loss/grad to skip before stopping
     )

@@ -36,7 +36,10 @@ REFUSAL_KEYS: tuple[tuple[str, str], ...] = (
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 #: config keys that are not part of the recipe: where and how it ran, not what it computes
 #: (the data path is covered by data_sha256; precision and device are in ``environment``)
-NON_RECIPE_KEYS = ("data", "device", "precision", "threads", "deterministic", "save_every_steps")
+NON_RECIPE_KEYS = (
+    "data", "device", "precision", "threads", "deterministic", "save_every_steps",
+    "micro_batch_size", "micro_batch_tokens", "max_nonfinite_steps",  # execution, same gradients
+)
 ENV_KEYS: tuple[tuple[str, str], ...] = (
     ("precision", "precision"),
     ("cpu_bf16", "CPU bf16 support"),

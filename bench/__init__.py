@@ -1,0 +1,1 @@
+"""bankllm's speed benchmark: ``python -m bench`` (see ``bench/README.md``)."""

@@ -1,0 +1,249 @@
+"""``python -m bench``: bankllm's speed benchmark (see ``bench/README.md``).
+
+Measures, in one run on this machine and the bundled corpus's train split: training
+throughput of the naive chapter pipeline, bankllm's trainer and the transformers peer; the
+full recipe's projected time; KV-cache against recomputed generation; bf16 against fp32
+quality. Prints tables and writes ``reports/bench.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bankllm.fileio import atomic_write_json
+from bankllm.model import GPT
+from bankllm.training import resolve_precision
+from bench import gen_speed, parity, report, train_speed
+from bench.workload import SIZES, bench_config, load_average, load_workload, machine_info
+
+SCHEMA_VERSION = 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (few steps)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="model shape")
+    parser.add_argument("--data", default=None, help="corpus (default: the bundled one)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 2)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 8)")
+    parser.add_argument("--naive-steps", type=int, default=None, help="timed naive steps (4)")
+    parser.add_argument("--parity-epochs", type=int, default=None, help="parity recipe (2)")
+    parser.add_argument("--gen-prompts", type=int, default=None, help="prompts (default 256)")
+    parser.add_argument(
+        "--gen-naive-prompts", type=int, default=None, help="of which decoded naively (64)"
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["naive", "bankllm", "peer", "generation", "parity"],
+        help="leave a part out (repeatable)",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--measured-run", default="runs/latest", help="a real run to quote")
+    parser.add_argument("--out", default="reports/bench.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "warmup": 1 if quick else 2,
+        "steps": 2 if quick else 8,
+        "naive_steps": 1 if quick else 4,
+        "parity_epochs": 1 if quick else 2,
+        "gen_prompts": 16 if quick else 256,
+        "gen_naive_prompts": 4 if quick else 64,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def _skipped(reason: str = "skipped (--skip)") -> dict[str, Any]:
+    return {"status": reason}
+
+
+def measure_training(
+    args: argparse.Namespace, work: Any, default_precision: str, log: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Build the pipelines asked for and time them in interleaved rounds."""
+    training: dict[str, dict[str, Any]] = {}
+    pipelines: list[train_speed.Pipeline] = []
+    with ExitStack() as stack:
+        if "naive" in args.skip:
+            training["naive"] = _skipped()
+        else:
+            pipelines.append(train_speed.naive_pipeline(work, args.naive_steps))
+        if "bankllm" in args.skip:
+            training["bankllm"] = training["bankllm_fp32"] = _skipped()
+        else:
+            pipelines.append(train_speed.bankllm_pipeline(work, "auto", "bankllm", stack))
+            if default_precision == "fp32":
+                training["bankllm_fp32"] = _skipped("skipped: the default is fp32 here")
+            else:
+                pipelines.append(train_speed.bankllm_pipeline(work, "fp32", "bankllm_fp32", stack))
+        for precision in ("bf16", "fp32"):
+            key = f"peer_{precision}"
+            if "peer" in args.skip:
+                training[key] = _skipped()
+            elif precision == "bf16" and default_precision == "fp32":
+                training[key] = _skipped("skipped: this CPU has no fast bf16")
+            else:
+                built = train_speed.peer_pipeline(work, precision)
+                if isinstance(built, dict):
+                    training[key] = built
+                else:
+                    pipelines.append(built)
+        names = ", ".join(p.name for p in pipelines)
+        log(f"training, {args.warmup} warm-up + {args.steps} timed steps, interleaved: {names}")
+        training.update(train_speed.measure(pipelines, work, args.warmup, args.steps))
+    order = ("naive", "bankllm", "bankllm_fp32", "peer_bf16", "peer_fp32")
+    return {name: training[name] for name in order}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every part of the benchmark; return the result written to JSON."""
+    load_start = load_average()
+    cfg = bench_config(args.size, args.data)
+    work = load_workload(cfg)
+    default_precision = resolve_precision(cfg, torch.device("cpu"))
+    n_params = GPT(work.model_config()).num_params()
+    per_token = train_speed.flops_per_token(n_params)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"bench: [{time.perf_counter() - t0:5.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    peak = matmul_peak_flops(quick=args.quick)
+    training = measure_training(args, work, default_precision, log)
+    for row in training.values():
+        if row.get("status") == "ok":
+            row["share_of_matmul_peak"] = round(row["flops_per_second"] / peak[row["precision"]], 3)
+
+    recipe = train_speed.recipe_projection(work, training["naive"], training["bankllm"])
+    recipe["measured"] = report.measured_run(Path(args.measured_run))
+
+    if "parity" in args.skip:
+        parity_result, trained = _skipped(), None
+    else:
+        log(f"parity: bf16 and fp32, {args.parity_epochs} epoch(s) each")
+        parity_result, trained = parity.bench_parity(work, args.parity_epochs)
+    if "generation" in args.skip:
+        generation = _skipped()
+    else:
+        log("generation: KV cache, recompute, naive recompute")
+        model = trained
+        if model is None:
+            torch.manual_seed(cfg.seed)
+            model = GPT(work.model_config())
+        generation = gen_speed.bench_generation(
+            work,
+            model,
+            default_precision,
+            max_prompts=args.gen_prompts,
+            naive_prompts=args.gen_naive_prompts,
+        )
+        generation["weights"] = (
+            f"trained {args.parity_epochs} epoch(s) in bf16 (the parity run)"
+            if trained is not None
+            else "untrained"
+        )
+
+    bankllm, fp32 = training["bankllm"], training["bankllm_fp32"]
+    if default_precision == "fp32":
+        fp32 = bankllm
+    ratios = {
+        "bankllm_vs_naive": report.ratio(bankllm, training["naive"]),
+        "bankllm_vs_peer_bf16": report.ratio(bankllm, training["peer_bf16"]),
+        "bankllm_fp32_vs_peer_fp32": report.ratio(fp32, training["peer_fp32"]),
+        "bankllm_fp32_vs_naive": report.ratio(fp32, training["naive"]),
+    }
+    targets = report.evaluate_targets(
+        {
+            "bankllm_tokens_per_second": bankllm.get("tokens_per_second"),
+            "recipe_speedup": recipe.get("speedup"),
+            "vs_peer_bf16": ratios["bankllm_vs_peer_bf16"],
+            "vs_peer_fp32": ratios["bankllm_fp32_vs_peer_fp32"],
+            "padding_share": bankllm.get("padding_share_recipe"),
+            "generation_speedup": generation.get("speedup"),
+            "parity_relative_difference": parity_result.get("relative_difference"),
+        }
+    )
+    load = {"start": load_start, "end": load_average()}
+    machine = {**machine_info(), "matmul_peak_flops": peak}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "size": args.size,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "naive_timed_steps": args.naive_steps,
+        "machine": machine,
+        "load_average": load,
+        "warnings": report.warnings(load, machine),
+        "workload": {
+            "data": cfg.data,
+            "description": f"{args.size} model, {Path(cfg.data).name} train split",
+            "n_train": len(work.train),
+            "n_val": len(work.val),
+            "vocab_size": work.vocab_size,
+            "n_params": n_params,
+            "flops_per_token": per_token,
+            "target_tokens_per_epoch": work.train.n_target_tokens(),
+            "batches_per_epoch": len(work.batches),
+            "batch_size": cfg.batch_size,
+            "default_precision": default_precision,
+            # tokens/s if every FLOP ran at this machine's best matmul rate
+            "compute_limit_tokens_per_second": {k: round(v / per_token) for k, v in peak.items()},
+        },
+        "training": training,
+        "ratios": ratios,
+        "recipe": recipe,
+        "generation": generation,
+        "parity": parity_result,
+        "targets": targets,
+    }
+
+
+def matmul_peak_flops(quick: bool = False) -> dict[str, float]:
+    """Best of many large square matmuls per dtype: this machine's matmul FLOP/s ceiling.
+
+    Best-of, because on a shared machine the fastest repetition is the least disturbed one.
+    """
+    n = 1024 if quick else 2048
+    out = {}
+    for name, dtype, reps in (("bf16", torch.bfloat16, 30), ("fp32", torch.float32, 8)):
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(2 if quick else reps):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        out[name] = round(2 * n**3 / best)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(args)
+    atomic_write_json(args.out, result)
+    report.print_report(result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

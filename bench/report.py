@@ -1,0 +1,163 @@
+"""The benchmark's Rich table, its targets, and the measured run it can quote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bankllm.config import TrainConfig
+
+# the issue's targets: (key, description, threshold, higher is better)
+TARGETS: tuple[tuple[str, str, float, bool], ...] = (
+    ("bankllm_tokens_per_second", "bankllm default training tok/s", 8000.0, True),
+    ("recipe_speedup", "full recipe vs naive (projected)", 10.0, True),
+    ("vs_peer_bf16", "tok/s vs transformers peer, bf16", 1.5, True),
+    ("vs_peer_fp32", "tok/s vs transformers peer, fp32", 1.5, True),
+    ("padding_share", "padding share of bankllm default", 0.10, False),
+    ("generation_speedup", "KV-cache generation vs naive recompute", 5.0, True),
+    ("parity_relative_difference", "bf16 vs fp32 best val loss", 0.02, False),
+)
+
+
+def ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """tokens/s of ``a`` over ``b`` when both were measured."""
+    if a.get("status") == "ok" and b.get("status") == "ok":
+        return round(a["tokens_per_second"] / b["tokens_per_second"], 2)
+    return None
+
+
+def warnings(load: dict[str, float | None], machine: dict[str, Any]) -> list[str]:
+    """Why the figures of this run may not be representative of the machine."""
+    out = []
+    busiest = max((v for v in load.values() if v is not None), default=0.0)
+    if busiest > 1.0:
+        text = (
+            f"busy machine (1-minute load up to {busiest:.1f} on {machine['logical_cpus']} "
+            "CPUs): absolute figures are low; ratios (interleaved) are the figures to use"
+        )
+        if machine.get("env", {}).get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+            text += (
+                "; OpenMP threads spin-wait by default, which makes multi-threaded runs "
+                "collapse while other processes compete (OMP_WAIT_POLICY=PASSIVE avoids it)"
+            )
+        out.append(text)
+    return out
+
+
+def evaluate_targets(values: dict[str, float | None]) -> dict[str, Any]:
+    out = {}
+    for key, what, threshold, higher in TARGETS:
+        value = values.get(key)
+        met = None if value is None else (value >= threshold if higher else value <= threshold)
+        out[key] = {"what": what, "target": threshold, "value": value, "met": met}
+    return out
+
+
+def measured_run(path: Path) -> dict[str, Any] | None:
+    """``train_seconds`` and friends of a real run (e.g. ``runs/latest``), if there is one."""
+    try:
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    default = TrainConfig()
+    shape = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "epochs", "batch_size")
+    return {
+        "label": "measured",
+        "run": str(path.resolve()),
+        "status": metrics.get("status"),
+        "epochs_done": len(metrics.get("epochs", [])),
+        "train_seconds": metrics.get("train_seconds"),
+        "tokens_per_second": metrics.get("tokens_per_second"),
+        "padding_share": metrics.get("padding_share"),
+        "precision": metrics.get("precision"),
+        "micro_batch_size": config.get("micro_batch_size"),
+        "micro_batch_tokens": config.get("micro_batch_tokens"),
+        "default_recipe": all(config.get(k) == getattr(default, k) for k in shape),
+    }
+
+
+def _num(value: float | None, fmt: str = ",.0f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def print_report(result: dict[str, Any], console: Console | None = None) -> None:
+    """Print the benchmark's tables."""
+    console = console or Console(width=max(Console().width, 120))
+    training = result["training"]
+    naive = training.get("naive", {})
+    table = Table(title=f"training throughput ({result['workload']['description']})")
+    for column in ("pipeline", "precision", "micro-batches", "target tok/s", "ms/step"):
+        table.add_column(column, justify="right" if "/" in column else "left")
+    for column in ("padding (recipe)", "model TFLOP/s", "of peak", "vs naive"):
+        table.add_column(column, justify="right")
+    for name, row in training.items():
+        if row.get("status") != "ok":
+            table.add_row(name, "-", row.get("status", "-"), *["-"] * 6)
+            continue
+        table.add_row(
+            name,
+            row["precision"],
+            row["micro_batches"],
+            _num(row["tokens_per_second"]),
+            _num(row["ms_per_step"], ",.1f"),
+            f"{row['padding_share']:.1%} ({row.get('padding_share_recipe', 0):.1%})",
+            _num(row["flops_per_second"] / 1e12, ".3f"),
+            f"{row.get('share_of_matmul_peak', 0):.1%}",
+            _num(ratio(row, naive), ".2f") + "x" if ratio(row, naive) else "-",
+        )
+    console.print(table)
+
+    summary = Table(title="recipe, generation, parity", show_header=False)
+    recipe = result["recipe"]
+    summary.add_row(
+        f"full recipe ({recipe['epochs']} epochs, projected)",
+        f"naive {_num(recipe.get('naive_seconds'), ',.0f')} s, bankllm "
+        f"{_num(recipe.get('bankllm_seconds'), ',.1f')} s: "
+        f"{_num(recipe.get('speedup'), '.1f')}x",
+    )
+    measured = recipe.get("measured")
+    if measured:
+        summary.add_row(
+            "measured run",
+            f"{measured['run']}: {measured['status']}, {measured['epochs_done']} epochs, "
+            f"train_seconds {_num(measured['train_seconds'], ',.1f')}, "
+            f"{_num(measured['tokens_per_second'])} tok/s",
+        )
+    gen = result["generation"]
+    if gen.get("status") == "ok":
+        summary.add_row(
+            "greedy generation",
+            f"batched KV cache {_num(gen['cached']['tokens_per_second'])} tok/s; batched "
+            f"recompute {_num(gen['recompute']['tokens_per_second'])} tok/s "
+            f"({gen['speedup_vs_recompute']:.1f}x); naive one-prompt recompute "
+            f"{_num(gen['naive_recompute']['tokens_per_second'])} tok/s "
+            f"({gen['speedup']:.1f}x); {gen['prompts']} prompts, {gen['precision']}",
+        )
+    else:
+        summary.add_row("greedy generation", gen.get("status", "-"))
+    parity = result["parity"]
+    if parity.get("status") == "ok":
+        summary.add_row(
+            f"bf16 vs fp32 ({parity['epochs']} epochs)",
+            f"best val {parity['bf16']['best_val_loss']:.4f} vs "
+            f"{parity['fp32']['best_val_loss']:.4f}: "
+            f"{parity['relative_difference']:.2%} (tolerance {parity['tolerance']:.0%})",
+        )
+    else:
+        summary.add_row("bf16 vs fp32", parity.get("status", "-"))
+    console.print(summary)
+
+    targets = Table(title="targets")
+    for column in ("target", "threshold", "value", "met"):
+        targets.add_column(column)
+    for row in result["targets"].values():
+        met = {True: "[green]yes", False: "[red]no", None: "-"}[row["met"]]
+        targets.add_row(row["what"], str(row["target"]), _num(row["value"], ",.3f"), met)
+    console.print(targets)
+    for text in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {text}")

@@ -1,0 +1,140 @@
+"""The benchmark's workload: the bundled corpus's train split, batched as the trainer does.
+
+Every pipeline is measured on the same optimizer batches (epoch 1 of the default recipe's
+seeded, length-bucketed order), so their throughputs compare like for like.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bankllm.checkpoints import gpt_config
+from bankllm.config import DEFAULT_DATA, TrainConfig
+from bankllm.data import (
+    EncodedCorpus,
+    encode_corpus,
+    epoch_batches,
+    load_conversations,
+    plan_micro_batches,
+    split_conversations,
+)
+from bankllm.model import GPTConfig
+from bankllm.tokenizer import Tokenizer
+
+# model shapes the benchmark can run: the recipe's, and a tiny one for smoke tests
+SIZES: dict[str, dict[str, int]] = {
+    "default": {},
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 256},
+}
+
+
+@dataclass
+class Workload:
+    """Data, tokenizer and batches shared by every measurement."""
+
+    cfg: TrainConfig
+    tokenizer: Tokenizer
+    train: EncodedCorpus
+    val: EncodedCorpus
+    val_conversations: list[dict[str, Any]]
+    batches: list[list[int]]  # epoch 1's optimizer batches
+    epochs: list[list[list[int]]] = field(default_factory=list)  # every epoch's batches
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_id
+
+    def model_config(self) -> GPTConfig:
+        return gpt_config(self.cfg, self.vocab_size)
+
+    def target_tokens(self, batch: list[int]) -> int:
+        """Target (non-pad, counted) tokens of a batch."""
+        return sum(int(self.train.loss_mask[i].sum()) for i in batch)
+
+    def recipe_padding_share(self, micro_batch_size: int, micro_batch_tokens: int) -> float:
+        """Padding share of every micro-batch of the recipe, cut as the trainer cuts them."""
+        lengths = self.train.lengths
+        real = computed = 0
+        for batches in self.epochs:
+            for batch in batches:
+                for mb in plan_micro_batches(batch, lengths, micro_batch_size, micro_batch_tokens):
+                    real += sum(lengths[i] for i in mb)
+                    computed += len(mb) * max(lengths[i] for i in mb)
+        return 1.0 - real / computed
+
+    def recipe_target_tokens(self) -> int:
+        """Target tokens of all epochs of the recipe."""
+        return self.cfg.epochs * self.train.n_target_tokens()
+
+
+def bench_config(size: str = "default", data: str | None = None, **overrides: Any) -> TrainConfig:
+    """The default recipe's config at ``size``, on ``data`` (the bundled corpus by default)."""
+    cfg = replace(TrainConfig(), **SIZES[size], **overrides)
+    bundled = Path(__file__).resolve().parents[1] / DEFAULT_DATA
+    cfg.data = data or (DEFAULT_DATA if Path(DEFAULT_DATA).exists() else str(bundled))
+    cfg.validate()
+    return cfg
+
+
+def load_workload(cfg: TrainConfig) -> Workload:
+    """Split, tokenize and batch ``cfg.data`` exactly as the trainer does for a new run."""
+    conversations = load_conversations(cfg.data)
+    split = split_conversations(conversations, cfg.val_fraction, cfg.seed)
+    tokenizer = Tokenizer.train(
+        (m["content"] for c in split.train for m in c["messages"]), min_freq=cfg.min_freq
+    )
+    train = encode_corpus(split.train, tokenizer, cfg.block_size, cfg.loss_on)
+    val = encode_corpus(split.val, tokenizer, cfg.block_size, cfg.loss_on)
+    per_epoch = [
+        epoch_batches(train.lengths, cfg.batch_size, cfg.seed, epoch, cfg.bucket_batches)
+        for epoch in range(1, cfg.epochs + 1)
+    ]
+    return Workload(cfg, tokenizer, train, val, split.val, per_epoch[0], per_epoch)
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    from bankllm.training import cpu_has_fast_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "torch": str(torch.__version__),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "fast_bf16": cpu_has_fast_bf16(),
+        "python": platform.python_version(),
+        # OpenMP's waiting policy decides how 2-thread runs fare on a busy machine
+        "env": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+            if k in os.environ
+        },
+    }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (other processes competing for the cores), if known."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None

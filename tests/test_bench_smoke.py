@@ -1,0 +1,42 @@
+"""Smoke test of the speed benchmark: ``python -m bench --quick`` runs and writes its JSON.
+
+No timing is asserted (the figures depend on the machine); a tiny model on a small corpus.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import make_conversations
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(c) + "\n" for c in make_conversations(80)))
+    out = tmp_path / "reports" / "bench.json"
+    cmd = [sys.executable, "-m", "bench", "--quick", "--size", "tiny", "--data", str(corpus)]
+    cmd += ["--out", str(out), "--measured-run", str(tmp_path / "no-run"), "--threads", "1"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["size"] == "tiny"
+    for key in ("machine", "workload", "training", "ratios", "recipe", "generation", "parity"):
+        assert key in result, key
+    training = result["training"]
+    assert set(training) == {"naive", "bankllm", "bankllm_fp32", "peer_bf16", "peer_fp32"}
+    for name in ("naive", "bankllm"):
+        row = training[name]
+        assert row["status"] == "ok", row
+        assert row["tokens_per_second"] > 0 and row["ms_per_step"] > 0
+        assert 0.0 <= row["padding_share"] < 1.0 and row["flops_per_second"] > 0
+    for row in training.values():  # measured, or a reason why not (transformers absent...)
+        assert row["status"] == "ok" or row["status"].split(":")[0] in ("skipped", "unavailable")
+    assert result["recipe"]["label"] == "projected" and result["recipe"]["naive_seconds"] > 0
+    assert result["recipe"]["measured"] is None
+    assert result["generation"]["status"].split(":")[0] in ("ok", "unavailable", "skipped")
+    assert result["parity"]["status"].split(":")[0] in ("ok", "skipped")
+    assert all(t["met"] in (True, False, None) for t in result["targets"].values())
+    assert "training throughput" in done.stdout
