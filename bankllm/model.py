@@ -108,7 +108,11 @@ class CausalSelfAttention(nn.Module):
         if attn_mask is not None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         elif past is not None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            # new queries sit at the end of the keys: causal aligned bottom-right (SDPA's
+            # is_causal aligns top-left, which would hide the cached keys from a single query)
+            S = k.size(2)
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # training and scoring: causal attention written out (see the module docstring)
             y = causal_attention(q, k, v, self.causal_bias[:T, :T])
         y = y.transpose(1, 2).reshape(B, T, C)

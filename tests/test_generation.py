@@ -156,3 +156,19 @@ def test_cli_missing_run_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "no such run" in err
     assert err.count("\n") == 1
+
+
+def test_forward_cached_without_a_mask_matches_a_full_forward():
+    """A one-token step after a cached prefill must see every cached key."""
+    import torch
+
+    from bankllm.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+    idx = torch.randint(0, 50, (2, 9))
+    with torch.no_grad():
+        full, _ = model(idx)
+        _, cache = model.forward_cached(idx[:, :8], torch.arange(8).expand(2, 8), None)
+        step, _ = model.forward_cached(idx[:, 8:], torch.full((2, 1), 8), None, cache)
+    assert torch.allclose(step, full[:, -1], atol=1e-5)
