@@ -113,7 +113,7 @@ class TrainConfig:
 
     def model_hash(self) -> str:
         """Hash of the keys that define the model's shape (what a baseline must share)."""
-        keys = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
+        keys = ("n_layer", "n_head", "n_embd", "block_size")
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

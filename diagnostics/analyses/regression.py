@@ -33,7 +33,7 @@ REFUSAL_KEYS: tuple[tuple[str, str], ...] = (
     ("eval_hash", "val set"),
     ("model_hash", "model config"),
 )
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 #: config keys that are not part of the recipe: where and how it ran, not what it computes
 #: (the data path is covered by data_sha256; precision and device are in ``environment``)
 NON_RECIPE_KEYS = (
