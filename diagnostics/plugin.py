@@ -62,6 +62,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="FILE", help="val-loss baseline (default reports/baseline.json)")
     group.addoption("--tolerance", dest="bankllm_tolerance", type=float, default=0.02,
                     metavar="REL", help="allowed relative val-loss increase (default 0.02)")
+    group.addoption("--known-fail", dest="bankllm_known_fail", action="append", default=[],
+                    metavar="CHECK", help="a check whose FAIL is known and accepted: it stays "
+                    "FAIL in the report but its test xfails (repeatable; for CI on a recipe "
+                    "with documented failures)")
     for name, text in OPTIONAL_SECTIONS.items():
         group.addoption(f"--no-{name}", dest=f"bankllm_no_{name}", action="store_true",
                         help=text)
@@ -228,9 +232,12 @@ def model(run_path: Path, bankllm_run: Any) -> Any:
 def diagnose(request: pytest.FixtureRequest) -> Callable[[CheckResult], CheckResult]:
     """``diagnose(result)``: record ``result`` for the report and assert on its status."""
     strict = is_strict(request.config)
+    known_fail = set(request.config.getoption("bankllm_known_fail") or [])
 
     def _diagnose(result: CheckResult) -> CheckResult:
         request.node.user_properties.append((USER_PROPERTY, result.to_json()))
+        if result.status == "FAIL" and result.name in known_fail:
+            pytest.xfail(f"{result.name} (known FAIL, --known-fail): {result.reason}")
         if result.status == "FAIL":
             pytest.fail(f"{result.name}: {result.reason}", pytrace=False)
         if result.status == "SKIP":
