@@ -109,6 +109,7 @@ def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
         [{"fraction": a.fraction, "n_train": a.n_train, "best_val_loss": a.best_val_loss}
          for a in points.values()],
         used, fraction=FRACTION, em_val=em,
+        parent_still_improving=run.metrics.get("best_epoch") == len(run.metrics["epochs"]),
     )
     result.values["reused"] = half.reused
     result.values["ablation_train_seconds"] = half.seconds

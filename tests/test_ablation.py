@@ -167,6 +167,14 @@ def test_analyse_ablation_with_three_sizes_fits_alpha_and_plots(tmp_path):
     assert not list(png.parent.glob(".*.tmp"))
 
 
+def test_still_improving_parent_adds_the_under_training_note():
+    pts = [{"fraction": 0.5, "n_train": 400, "best_val_loss": 0.15}]
+    note = "under-training"
+    assert note not in " ".join(analyse_ablation(0.1, 800, pts, TH).details["notes"])
+    r = analyse_ablation(0.1, 800, pts, TH, parent_still_improving=True)
+    assert note in " ".join(r.details["notes"])
+
+
 def test_analyse_ablation_skips_or_fails_without_a_usable_half():
     assert analyse_ablation(0.1, 800, [], TH).status == "SKIP"
     assert analyse_ablation(None, 800, [], TH).status == "SKIP"

@@ -110,6 +110,7 @@ def analyse_ablation(
     thresholds: Mapping[str, float],
     fraction: float = 0.5,
     em_val: Mapping[float, float] | None = None,
+    parent_still_improving: bool = False,
 ) -> CheckResult:
     """Verdict on ``rel_increase`` of the ``fraction`` ablation against the parent.
 
@@ -118,6 +119,8 @@ def analyse_ablation(
     ``fraction`` is required (SKIP without it). ``thresholds``: ``rel_pass``, ``rel_warn``.
     ``em_val``: optional exact-match rate on val by fraction (1.0 = parent), reported only.
     With >= 3 distinct sizes (parent included) the data-scaling fit is added.
+    ``parent_still_improving`` (best epoch = last epoch) adds a note: at equal epochs the
+    smaller run also took fewer optimizer steps, so part of the increase is under-training.
     """
     rel_pass, rel_warn = float(thresholds["rel_pass"]), float(thresholds["rel_warn"])
     used = {"rel_pass": rel_pass, "rel_warn": rel_warn, "fraction": fraction}
@@ -151,6 +154,10 @@ def analyse_ablation(
         values[f"em_val_{round(fraction * 100)}"] = em.get(fraction)
     notes = [f"chapter predicted ~{CHAPTER_PREDICTION:.0%} loss increase on half the data; "
              f"measured {rel:+.1%}"]
+    if parent_still_improving:
+        notes.append(f"the parent's val loss was still falling at its last epoch: with the same "
+                     f"epochs the {fraction:.0%} run took {fraction:.0%} of the optimizer steps, "
+                     "so part of rel_increase is under-training, not data")
     if finite(em.get(1.0)) and finite(em.get(fraction)):
         notes.append(f"EM_val (greedy exact match on val agent turns): {em[1.0]:.1%} with all "
                      f"the data, {em[fraction]:.1%} with {fraction:.0%}")
@@ -188,8 +195,8 @@ def analyse_ablation(
         reason = (f"{measured}: less data did not hurt — the model is saturated on this "
                   "corpus, or val leaks into train (see the leakage check)")
     elif status == "WARN":
-        reason = (f"{measured}, above {rel_pass:.0%}: data-hungry — more data (or fewer "
-                  "epochs / more regularisation) should help")
+        reason = (f"{measured}, above {rel_pass:.0%}: data-hungry — loss still falls steeply "
+                  "with data, more data should help")
     else:
         reason = (f"{measured}, above {rel_warn:.0%}: data-starved or memorizing — collect "
                   "more data, regularise, or stop earlier")
@@ -208,6 +215,7 @@ def plot_scaling_curve(result: CheckResult, path: str | Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     pts.sort(key=lambda p: p["n_train"])
     d = np.array([p["n_train"] for p in pts], dtype=float)
@@ -227,6 +235,8 @@ def plot_scaling_curve(result: CheckResult, path: str | Path) -> Path | None:
     else:
         ax.plot(d, y, "--", color="0.6", lw=1)
     ax.set_xscale("log")
+    ax.set_xticks(d, [f"{int(v)}" for v in d])  # label the measured sizes, not powers of 10
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("train conversations D (log scale)")
     ax.set_ylabel("best val loss (nats/token)")
     rel = result.values.get("rel_increase")
