@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from bankllm.training import Trainer, accumulate_gradients, make_optimizer
 from bench import chapter
-from bench.train_speed import pick
+from bench.train_speed import pick, representative
 from bench.workload import bench_config, load_average, load_workload
 
 
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         load = load_average()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
-            tokens = sum(step(b) for b in pick(work.batches, args.warmup, args.steps))
+            timed = representative(work.batches, work.train.lengths, args.steps)
+            tokens = sum(step(b) for b in timed)
             seconds = time.perf_counter() - start
     print(
         f"{args.pipeline}: {tokens / seconds:,.0f} target tok/s under the profiler, "

@@ -31,21 +31,27 @@ def ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 
 def warnings(load: dict[str, float | None], machine: dict[str, Any]) -> list[str]:
-    """Why the figures of this run may not be representative of the machine."""
-    out = []
-    busiest = max((v for v in load.values() if v is not None), default=0.0)
-    if busiest > 1.0:
-        text = (
-            f"busy machine (1-minute load up to {busiest:.1f} on {machine['logical_cpus']} "
-            "CPUs): absolute figures are low; ratios (interleaved) are the figures to use"
+    """Why the figures of this run may not be representative of the machine.
+
+    The load before the run is other processes'; at its end it includes the benchmark's own
+    threads, so only load beyond those counts.
+    """
+    others = max(
+        load.get("start") or 0.0, (load.get("end") or 0.0) - machine.get("torch_threads", 1)
+    )
+    if others <= 0.5:
+        return []
+    text = (
+        f"busy machine (other processes' load about {others:.1f} on "
+        f"{machine['logical_cpus']} CPUs): absolute figures are low; ratios (interleaved) "
+        "are the figures to use"
+    )
+    if machine.get("env", {}).get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        text += (
+            "; OpenMP threads spin-wait by default, which makes multi-threaded runs "
+            "collapse while other processes compete (OMP_WAIT_POLICY=PASSIVE avoids it)"
         )
-        if machine.get("env", {}).get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-            text += (
-                "; OpenMP threads spin-wait by default, which makes multi-threaded runs "
-                "collapse while other processes compete (OMP_WAIT_POLICY=PASSIVE avoids it)"
-            )
-        out.append(text)
-    return out
+    return [text]
 
 
 def evaluate_targets(values: dict[str, float | None]) -> dict[str, Any]:

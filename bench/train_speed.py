@@ -1,11 +1,12 @@
 """Training throughput of the naive chapter pipeline, bankllm's trainer and the peer.
 
 Every pipeline runs ``warmup`` untimed optimizer steps, then ``steps`` timed ones on the same
-batches of the workload. The timed steps are interleaved (round ``i`` runs step ``i`` of every
-pipeline), so load from other processes on a shared machine falls on all of them alike.
-Reported per pipeline: target (non-pad) tokens per second, milliseconds per optimizer step,
-the padding share (computed input positions that were padding) and the model FLOP/s
-(6 x parameters x target tokens per second: padding and attention scores not counted).
+batches of the workload, spread over the epoch's range of batch sizes. The timed steps are
+interleaved (round ``i`` runs step ``i`` of every pipeline), so load from other processes on a
+shared machine falls on all of them alike. Reported per pipeline: target (non-pad) tokens per
+second, milliseconds per optimizer step, the padding share (computed input positions that
+were padding) and the model FLOP/s (6 x parameters x target tokens per second: padding and
+attention scores not counted).
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ def pick(batches: Sequence[list[int]], start: int, count: int) -> list[list[int]
     return [batches[(start + i) % len(batches)] for i in range(count)]
 
 
+def representative(
+    batches: Sequence[list[int]], lengths: Sequence[int], count: int
+) -> list[list[int]]:
+    """``count`` batches spread evenly over the epoch's range of batch sizes (in tokens), in
+    epoch order: their mean size is close to the epoch's, so tokens/s projects the recipe."""
+    if count >= len(batches):
+        return pick(batches, 0, count)
+    by_size = sorted(range(len(batches)), key=lambda i: sum(lengths[j] for j in batches[i]))
+    chosen = sorted(by_size[int((k + 0.5) * len(batches) / count)] for k in range(count))
+    return [batches[i] for i in chosen]
+
+
 def measure(
     pipelines: list[Pipeline], work: Workload, warmup: int, steps: int
 ) -> dict[str, dict[str, Any]]:
@@ -58,7 +71,7 @@ def measure(
     for p in pipelines:
         for batch in pick(work.batches, 0, warmup):
             p.step(batch)
-    timed = pick(work.batches, warmup, steps)
+    timed = representative(work.batches, work.train.lengths, steps)
     totals = {p.name: [0, 0, 0, 0.0] for p in pipelines}  # steps, tokens, computed, seconds
     for i, batch in enumerate(timed):
         for p in pipelines:

@@ -57,10 +57,6 @@ class Workload:
     def model_config(self) -> GPTConfig:
         return gpt_config(self.cfg, self.vocab_size)
 
-    def target_tokens(self, batch: list[int]) -> int:
-        """Target (non-pad, counted) tokens of a batch."""
-        return sum(int(self.train.loss_mask[i].sum()) for i in batch)
-
     def recipe_padding_share(self, micro_batch_size: int, micro_batch_tokens: int) -> float:
         """Padding share of every micro-batch of the recipe, cut as the trainer cuts them."""
         lengths = self.train.lengths
