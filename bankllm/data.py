@@ -192,14 +192,16 @@ def encode_corpus(
 
 
 def collate(
-    corpus: EncodedCorpus, indices: Sequence[int], pad_id: int
+    corpus: EncodedCorpus, indices: Sequence[int], pad_id: int, length: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets of ``indices``, right-padded to the longest among them.
+    """Inputs and targets of ``indices``, right-padded to the longest among them (or to
+    ``length``, e.g. the whole context as the chapter pads).
 
     Targets are the inputs shifted by one; padding and masked-out positions are IGNORE_INDEX.
     With causal attention, right padding never changes the loss of the real tokens.
     """
-    length = max(len(corpus.ids[i]) - 1 for i in indices)
+    if length is None:
+        length = max(len(corpus.ids[i]) - 1 for i in indices)
     x = torch.full((len(indices), length), pad_id, dtype=torch.long)
     y = torch.full((len(indices), length), IGNORE_INDEX, dtype=torch.long)
     for row, i in enumerate(indices):

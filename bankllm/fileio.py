@@ -58,6 +58,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def atomic_write_png(path: str | Path, figure: Any) -> Path:
+    """Lay out a matplotlib ``figure``, write it atomically as PNG, and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        figure.tight_layout()
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    finally:
+        plt.close(figure)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Atomically replace ``path`` with ``data``."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))

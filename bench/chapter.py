@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bankllm.data import IGNORE_INDEX, EncodedCorpus, micro_batches
+from bankllm.data import IGNORE_INDEX, EncodedCorpus, collate, micro_batches
 from bankllm.model import GPTConfig
 
 MICRO_BATCH, ACCUMULATION = 4, 8
@@ -97,28 +97,13 @@ class ChapterGPT(nn.Module):
         return logits, loss
 
 
-def collate_full(
-    corpus: EncodedCorpus, indices: list[int], pad_id: int, length: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets of ``indices`` right-padded to ``length`` (the context), as the
-    chapter does; padded targets are ignored."""
-    x = torch.full((len(indices), length), pad_id, dtype=torch.long)
-    y = torch.full((len(indices), length), IGNORE_INDEX, dtype=torch.long)
-    for row, i in enumerate(indices):
-        ids, mask = corpus.ids[i], corpus.loss_mask[i]
-        n = len(ids) - 1
-        x[row, :n] = ids[:-1]
-        y[row, :n] = torch.where(mask, ids[1:], torch.full_like(ids[1:], IGNORE_INDEX))
-    return x, y
-
-
 def chapter_accumulate(
     model: ChapterGPT, corpus: EncodedCorpus, batch: list[int], pad_id: int
 ) -> tuple[int, int]:
     """The chapter's accumulation over one batch; returns (target tokens, computed positions)."""
     tokens = positions = 0
     for mb in micro_batches(batch, MICRO_BATCH):
-        x, y = collate_full(corpus, mb, pad_id, model.config.block_size)
+        x, y = collate(corpus, mb, pad_id, length=model.config.block_size)
         _, loss = model(x, y)
         (loss / ACCUMULATION).backward()
         tokens += int((y != IGNORE_INDEX).sum())

@@ -30,8 +30,8 @@ from rich.text import Text
 
 from bankllm.errors import BankLLMError
 from bankllm.fileio import (
-    atomic_write,
     atomic_write_json,
+    atomic_write_png,
     atomic_write_text,
     load_schema,
     read_json,
@@ -363,11 +363,7 @@ def plot_loss_curves(report: Mapping[str, Any], path: Path) -> Path | None:
     ax.set_title(f"run {report.get('run', {}).get('run_name')}: loss curves")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    atomic_write_png(path, fig)
     return path
 
 

@@ -206,7 +206,7 @@ def analyse_ablation(
 def plot_scaling_curve(result: CheckResult, path: str | Path) -> Path | None:
     """Write the data-scaling curve of an :func:`analyse_ablation` result as a PNG (matplotlib
     Agg, atomically). None (nothing written) when the result has fewer than 2 points."""
-    from bankllm.fileio import atomic_write
+    from bankllm.fileio import atomic_write_png
 
     pts = [p for p in result.values.get("points") or [] if finite(p.get("best_val_loss"))]
     if len(pts) < 2:
@@ -246,9 +246,5 @@ def plot_scaling_curve(result: CheckResult, path: str | Path) -> Path | None:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    atomic_write_png(path, fig)
     return Path(path)
