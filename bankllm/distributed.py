@@ -10,6 +10,7 @@ the logged metrics mean what they mean in one process. Only rank 0 writes the ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,5 +87,13 @@ def setup(device_type: str) -> Context:
 
 
 def teardown(ctx: Context) -> None:
+    """Leave the process group once every process is done with it.
+
+    Without the barrier a process that finishes first tears down its gloo connections while
+    another is still writing the run; its gloo threads then abort the process at exit
+    ("terminate called without an active exception", SIGABRT) and torchrun fails the job.
+    """
     if ctx.is_distributed and dist.is_initialized():
+        with contextlib.suppress(RuntimeError):  # a peer already failed: torchrun says which
+            dist.barrier()
         dist.destroy_process_group()

@@ -32,6 +32,12 @@ TINY = [
 ]
 
 
+def _failure(proc: subprocess.CompletedProcess) -> str:
+    """The worker's own message comes first in the output, torchrun's summary last."""
+    out = proc.stdout + proc.stderr
+    return out if len(out) <= 4000 else out[:2000] + "\n...\n" + out[-2000:]
+
+
 def _train(cmd, corpus_file, runs, name):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -41,7 +47,7 @@ def _train(cmd, corpus_file, runs, name):
         timeout=240,
         env=env,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, _failure(proc)
     return json.loads((runs / name / "metrics.json").read_text())
 
 
@@ -98,7 +104,7 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
     whole = subprocess.run(
         [*torchrun, *args("whole")], capture_output=True, text=True, timeout=240, env=env
     )
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert whole.returncode == 0, _failure(whole)
     proc = subprocess.Popen(
         [*torchrun, *args("cut")],
         stdout=subprocess.PIPE,
@@ -121,7 +127,7 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
         timeout=240,
         env=env,
     )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, _failure(resumed)
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert b["status"] == "completed" and b["world_size"] == 2
