@@ -220,7 +220,7 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def _torch_threads(threads: int | None):
+def torch_threads(threads: int | None):
     """Temporarily run torch with ``threads`` intra-op threads (None: unchanged)."""
     if not threads:
         yield
@@ -293,7 +293,7 @@ def ensure_ablation(
         from bankllm.training import Trainer
 
         t0 = time.perf_counter()
-        with _torch_threads(threads):
+        with torch_threads(threads):
             trainer = Trainer(plan.config, path, resume=resume, show_progress=show_progress,
                               log=log, split=plan.split, tokenizer=run.tokenizer)
             result.exit_code = trainer.train()

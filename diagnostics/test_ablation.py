@@ -1,86 +1,27 @@
 """§6 half-data ablation: retrain on a stratified half of train (same config, seed, val set,
 tokenizer) and compare best val losses; with >= 3 data sizes cached, fit the scaling curve.
 
-The 50% run is trained once and cached under ``<run>/ablations/0.5`` (``bankllm.ablation``);
-its file lock makes pytest-xdist workers (or concurrent sessions) train it once and reuse it.
-``EM_val`` (greedy exact match on every val agent turn, as in §5) of the parent and of the 50%
-model is cached in ``<run>/ablations/em_val.json``, keyed by each model's ``best.json``, the
-prompts and the precision, so a rerun decodes nothing. Skipped with ``--no-ablation``. Writes
+The 50% run and ``EM_val`` of both models come from ``diagnostics.ablation_run``, cached under
+``<run>/ablations/`` and normally computed by the plugin before any check starts (alone, with
+every core), so this test only reads them. Skipped with ``--no-ablation``. Writes
 ``<report-dir>/scaling_curve.png``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from pathlib import Path
-from typing import Any
-
 import pytest
 
+from diagnostics.ablation_run import FRACTION, cores, prepare_ablation
 from diagnostics.analyses.ablation import NAME, analyse_ablation, plot_scaling_curve
 from diagnostics.results import CheckResult
 
 pytestmark = pytest.mark.optional_section("ablation")
-FRACTION = 0.5
-EM_CACHE = "em_val.json"
-EM_BATCH_SIZE = 128
-
-
-def _cores() -> int:
-    """All cores: the ablation is the long pole of the session, the other checks are short."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _em_val(run: Any, models: dict[float, Path]) -> dict[float, float]:
-    """EM_val of each model directory (same tokenizer, val set and block size as ``run``), by
-    fraction; {} when the memorization analysis (§5) is not installed. Cached, see above."""
-    try:
-        from diagnostics.analyses.memorization import (
-            build_items,
-            collect_generations,
-            model_source,
-        )
-    except ImportError:
-        return {}
-    from filelock import FileLock
-
-    from bankllm.checkpoints import load_model, read_metrics
-    from bankllm.fileio import atomic_write_json, read_json
-    from bankllm.generation import run_precision
-
-    items = [i for i in build_items([], run.split.val, run.tokenizer, run.config.block_size,
-                                    n_train=0, seed=run.config.seed)
-             if i.split == "val" and i.kind == "turn"]
-    if not items:
-        return {}
-    prompts = hashlib.sha256(json.dumps([(i.prompt, i.expected) for i in items]).encode())
-    cache_path = run.path / "ablations" / EM_CACHE
-    out: dict[float, float] = {}
-    with FileLock(str(cache_path.parent / f".{EM_CACHE}.lock")):
-        cache = read_json(cache_path, "EM cache") if cache_path.is_file() else {}
-        for fraction, path in models.items():
-            precision = run_precision(read_metrics(path), "cpu")
-            key = hashlib.sha256(json.dumps({
-                "best": (path / "best.json").read_text(), "items": prompts.hexdigest(),
-                "precision": precision}).encode()).hexdigest()
-            entry = cache.get(f"{fraction:g}") or {}
-            if entry.get("key") != key:
-                model = load_model(path, "best", tokenizer=run.tokenizer)
-                gens = collect_generations(
-                    items, model_source(model, run.tokenizer, precision, EM_BATCH_SIZE))
-                em = sum(g.generated == g.item.expected for g in gens) / len(gens)
-                entry = cache[f"{fraction:g}"] = {"key": key, "em_val": em, "n": len(gens)}
-                atomic_write_json(cache_path, cache)
-            out[fraction] = float(entry["em_val"])
-    return out
 
 
 def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
     """§6: rel_increase = (L50 - L100) / L100 of best val loss, EM_val of both, and the
     data-scaling fit when >= 3 data sizes are cached."""
-    from bankllm.ablation import cached_ablations, ensure_ablation
+    from bankllm.ablation import cached_ablations
     from bankllm.errors import BankLLMError
     from diagnostics.plugin import report_dir
 
@@ -91,10 +32,9 @@ def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
         diagnose(CheckResult(NAME, "SKIP", f"the run is {status!r}, not completed: its best val "
                              "loss is not final; finish it before ablating", {}, used))
     try:
-        half = ensure_ablation(run, FRACTION, show_progress=False, threads=_cores())
+        # normally cached already: the plugin prepares it before the checks start
+        half, em = prepare_ablation(run, threads=cores())
         cached = cached_ablations(run)
-        em = _em_val(run, {1.0: run.path, FRACTION: half.path}) if half.status == "completed" \
-            else {}
     except BankLLMError as exc:
         diagnose(CheckResult(NAME, "FAIL", f"cannot train the {FRACTION:g} ablation: {exc}",
                              {}, used))
