@@ -2,9 +2,9 @@
 
 Both are cached on disk (``<run>/ablations/0.5`` by ``bankllm.ablation``, EM_val in
 ``<run>/ablations/em_val.json``) under file locks, so pytest-xdist workers and concurrent
-sessions compute them once. The plugin calls :func:`prepare_ablation` in the controller before
-any check starts, so the retraining runs alone with every core instead of competing with the
-other checks for them; the check itself then finds both results cached.
+sessions compute them once and later sessions reuse them. The check is collected first, so
+under xdist the retraining starts at once and overlaps the other, shorter checks (measured:
+quicker than training it alone in the controller before them, 108 s against 118 s).
 """
 
 from __future__ import annotations

@@ -45,8 +45,7 @@ _THRESHOLDS = pytest.StashKey[Thresholds]()
 
 __all__ = [
     "pytest_addoption", "pytest_configure", "pytest_sessionstart", "pytest_report_header",
-    "pytest_collection_modifyitems", "pytest_collection_finish",
-    "pytest_xdist_node_collection_finished", "thresholds", "run_path", "bankllm_run", "metrics",
+    "pytest_collection_modifyitems", "thresholds", "run_path", "bankllm_run", "metrics",
     "run_config", "tokenizer", "split", "model", "diagnose",
 ]
 
@@ -151,59 +150,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             name = mark.args[0]
             if getattr(config.option, f"bankllm_no_{name}", False):
                 item.add_marker(pytest.mark.skip(reason=f"skipped by --no-{name}"))
-
-
-_ABLATION_PREPARED = pytest.StashKey[bool]()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Without xdist: prepare the ablation before the first check when it is selected."""
-    config = session.config
-    if hasattr(config, "workerinput") or config.option.collectonly:
-        return
-    if any(
-        m.args and m.args[0] == "ablation" and not item.get_closest_marker("skip")
-        for item in session.items
-        for m in item.iter_markers("optional_section")
-    ):
-        _prepare_ablation_first(config)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
-    """Under xdist (controller): the workers have collected and wait for their first check."""
-    if any("test_ablation.py::" in nodeid for nodeid in ids):
-        _prepare_ablation_first(node.config)
-
-
-def _prepare_ablation_first(config: pytest.Config) -> None:
-    """Train the §6 ablation (and EM_val of both models) here, alone and with every core,
-    before any check runs: beside the other checks it would share the cores with them and take
-    several times longer. The ablation test then reads the cache. Once per session; nothing
-    when it is cached or skipped by --no-ablation; errors are left for the test to report."""
-    if config.stash.get(_ABLATION_PREPARED, False) or config.option.bankllm_no_ablation:
-        return
-    config.stash[_ABLATION_PREPARED] = True
-    import time
-
-    from bankllm.checkpoints import load_run
-    from diagnostics.ablation_run import FRACTION, cores, prepare_ablation
-
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    say = reporter.write_line if reporter is not None else (lambda line: None)
-    t0 = time.perf_counter()
-    try:
-        run = load_run(run_dir(config).resolve())
-        if run.metrics.get("status") != "completed":
-            return
-        say(f"bankllm diagnostics: the {FRACTION:g} ablation first (trained once, then cached "
-            f"in {run.path / 'ablations'}) ...")
-        half, _ = prepare_ablation(run, threads=cores())
-    except BankLLMError:
-        return
-    how = "reused" if half.reused else f"trained in {half.seconds:.0f} s"
-    say(f"bankllm diagnostics: the {FRACTION:g} ablation is ready ({how}; "
-        f"{time.perf_counter() - t0:.0f} s with EM_val)")
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -1,10 +1,9 @@
 """§6 half-data ablation: retrain on a stratified half of train (same config, seed, val set,
 tokenizer) and compare best val losses; with >= 3 data sizes cached, fit the scaling curve.
 
-The 50% run and ``EM_val`` of both models come from ``diagnostics.ablation_run``, cached under
-``<run>/ablations/`` and normally computed by the plugin before any check starts (alone, with
-every core), so this test only reads them. Skipped with ``--no-ablation``. Writes
-``<report-dir>/scaling_curve.png``.
+The 50% run and ``EM_val`` of both models come from ``diagnostics.ablation_run``, computed
+once and cached under ``<run>/ablations/`` (a rerun reads them). Skipped with
+``--no-ablation``. Writes ``<report-dir>/scaling_curve.png``.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
         diagnose(CheckResult(NAME, "SKIP", f"the run is {status!r}, not completed: its best val "
                              "loss is not final; finish it before ablating", {}, used))
     try:
-        # normally cached already: the plugin prepares it before the checks start
         half, em = prepare_ablation(run, threads=cores())
         cached = cached_ablations(run)
     except BankLLMError as exc:

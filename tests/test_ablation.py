@@ -258,27 +258,3 @@ def test_diverged_ablation_is_final_and_interrupted_one_resumes(tiny_run: Path):
     assert resumed.best_val_loss == first.best_val_loss
     assert any(e["kind"] == "resumed" for e in resumed.metrics["events"])
 
-
-def test_the_plugin_trains_the_ablation_before_the_checks(tiny_run: Path, tmp_path: Path):
-    """Under xdist the controller trains the ablation before any worker starts a check (alone,
-    with every core), so the check finds it cached; a session that does not select the check
-    (or passes --no-ablation) trains nothing."""
-    from tests.test_diagnostics_plugin import run_diagnostics
-
-    reports = tmp_path / "reports"
-    for args in (["-k", "not ablation"], ["--no-ablation"]):
-        proc = run_diagnostics("--run", str(tiny_run), "--report-dir", str(reports), *args)
-        assert proc.returncode in (0, 1), proc.stdout + proc.stderr
-        assert not (tiny_run / "ablations").exists(), args
-
-    args = ["--run", str(tiny_run), "--report-dir", str(reports), "-n", "2", "-k", "ablation"]
-    proc = run_diagnostics(*args)
-    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
-    assert "the 0.5 ablation is ready (trained in" in proc.stdout
-    check = json.loads((reports / "diagnostics.json").read_text())["checks"][0]
-    assert check["name"] == "ablation" and check["status"] != "SKIP", check
-    assert check["values"]["reused"] is True  # the check itself trained nothing
-    assert 0 <= check["values"]["em_val_50"] <= 1 and 0 <= check["values"]["em_val_100"] <= 1
-
-    again = run_diagnostics(*args)
-    assert "the 0.5 ablation is ready (reused" in again.stdout
