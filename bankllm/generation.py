@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,31 +32,10 @@ import torch.nn.functional as F
 
 from bankllm.errors import BankLLMError
 from bankllm.model import GPT
+from bankllm.precision import autocast, run_precision
 from bankllm.tokenizer import Tokenizer
 
 Messages = Sequence[dict[str, Any]]
-
-
-def autocast_context(device: torch.device, precision: str | None):
-    """bf16 autocast for ``precision == "bf16"``, else a no-op (fp32)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision not in (None, "fp32"):
-        raise ValueError(f"precision must be 'bf16', 'fp32' or None, got {precision!r}")
-    return nullcontext()
-
-
-def run_precision(metrics: dict[str, Any], device: torch.device | str = "cpu") -> str:
-    """The precision to decode a run in: bf16 if it trained in bf16 and ``device`` runs bf16
-    fast (CPU with AMX/AVX512-BF16, or a bf16-capable GPU), else fp32."""
-    if metrics.get("precision") != "bf16":
-        return "fp32"
-    device = torch.device(device)
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    from bankllm.training import cpu_has_fast_bf16
-
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
 def _pick(
@@ -295,7 +273,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), autocast_context(device, precision):
+        with torch.no_grad(), autocast(device, precision):
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
                 outs = _decode_batch(
@@ -340,7 +318,7 @@ def greedy_predictions(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), autocast_context(device, precision):
+        with torch.no_grad(), autocast(device, precision):
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 T = len(seqs[chunk[0]])

@@ -48,6 +48,7 @@ from bankllm.data import (
 from bankllm.errors import BankLLMError
 from bankllm.fileio import atomic_write_json, load_schema, validate_json
 from bankllm.model import GPT
+from bankllm.precision import autocast, resolve_precision
 from bankllm.tokenizer import Tokenizer
 
 EXIT_SIGINT, EXIT_SIGTERM, EXIT_DIVERGED = 130, 143, 3
@@ -65,13 +66,6 @@ _PROGRESS_KEYS = (
 )
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU runs bf16 matrix multiplies natively (AMX or AVX512-BF16)."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-
-
 def resolve_device(cfg: TrainConfig) -> torch.device:
     """``cpu``, ``cuda`` (an error without CUDA) or ``auto`` (CUDA when present)."""
     if cfg.device == "auto":
@@ -79,22 +73,6 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise BankLLMError("config: device=cuda but no CUDA device is available (use cpu or auto)")
     return torch.device(cfg.device)
-
-
-def resolve_precision(cfg: TrainConfig, device: torch.device) -> str:
-    """``bf16`` or ``fp32``: ``auto`` picks bf16 where the hardware runs it fast."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context of a precision (a no-op for fp32)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def make_optimizer(
@@ -303,7 +281,7 @@ class Trainer:
         self.device = resolve_device(cfg)
         if self.device.type == "cuda" and self.ctx.is_distributed:
             self.device = torch.device("cuda", self.ctx.local_rank)
-        self.precision = resolve_precision(cfg, self.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self._prepare_data(resume, split, tokenizer)
         self._build(resume)
 

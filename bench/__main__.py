@@ -21,7 +21,7 @@ import torch
 
 from bankllm.fileio import atomic_write_json
 from bankllm.model import GPT
-from bankllm.training import resolve_precision
+from bankllm.precision import resolve_precision
 from bench import gen_speed, parity, report, train_speed
 from bench.workload import (
     SIZES,
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_start = load_average()
     cfg = bench_config(args.size, args.data)
     work = load_workload(cfg)
-    default_precision = resolve_precision(cfg, torch.device("cpu"))
+    default_precision = resolve_precision(cfg.precision, torch.device("cpu"))
     n_params = GPT(work.model_config()).num_params()
     per_token = train_speed.flops_per_token(n_params)
     t0 = time.perf_counter()

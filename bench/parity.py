@@ -11,7 +11,8 @@ from dataclasses import replace
 from typing import Any
 
 from bankllm.model import GPT
-from bankllm.training import Trainer, cpu_has_fast_bf16
+from bankllm.precision import cpu_has_fast_bf16
+from bankllm.training import Trainer
 from bench.workload import Workload
 
 TOLERANCE = 0.02  # relative

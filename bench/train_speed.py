@@ -23,7 +23,8 @@ import torch
 
 from bankllm.config import TrainConfig
 from bankllm.data import collate, plan_micro_batches
-from bankllm.training import Trainer, autocast, make_optimizer, resolve_precision
+from bankllm.precision import autocast, resolve_precision
+from bankllm.training import Trainer, make_optimizer
 from bench import chapter, peer
 from bench.workload import Workload
 
@@ -169,7 +170,7 @@ def peer_pipeline(work: Workload, precision: str) -> Pipeline | dict[str, Any]:
             "(pip install 'bankllm[bench]' or pip install transformers)"
         }
     cfg, device, tok = work.cfg, torch.device("cpu"), work.tokenizer
-    precision = resolve_precision(replace(cfg, precision=precision), device)
+    precision = resolve_precision(precision, device)
     torch.manual_seed(cfg.seed)
     model = peer.make_peer(work.model_config(), tok.pad_id, tok.bos_id, tok.eos_id)
     model.train()

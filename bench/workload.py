@@ -100,7 +100,7 @@ def load_workload(cfg: TrainConfig) -> Workload:
 
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on."""
-    from bankllm.training import cpu_has_fast_bf16
+    from bankllm.precision import cpu_has_fast_bf16
 
     cpu = platform.processor() or platform.machine()
     try:

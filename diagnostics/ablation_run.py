@@ -58,7 +58,7 @@ def em_val(run: Any, models: dict[float, Path]) -> dict[float, float]:
 
     from bankllm.checkpoints import load_model, read_metrics
     from bankllm.fileio import atomic_write_json, read_json
-    from bankllm.generation import run_precision
+    from bankllm.precision import run_precision
 
     items = [
         i

@@ -45,7 +45,8 @@ def probes(pytestconfig) -> Any:
 
 def _answers(run: Any, model: Any, prompts: Sequence[str]) -> dict[str, str]:
     """The model's answer to each prompt; prompts answered before on this worker are reused."""
-    from bankllm.generation import answers, run_precision
+    from bankllm.generation import answers
+    from bankllm.precision import run_precision
 
     todo = [p for p in dict.fromkeys(prompts) if p not in _ANSWERS]
     if todo:

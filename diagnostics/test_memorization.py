@@ -39,7 +39,7 @@ def untrained_model(run: Any) -> Any:
 
 def test_memorization(bankllm_run, model, thresholds, diagnose):
     """§5: memorization gap EM_train - EM_val and value regurgitation, with chance baselines."""
-    from bankllm.generation import run_precision
+    from bankllm.precision import run_precision
 
     run = bankllm_run
     used = thresholds.for_check(NAME)

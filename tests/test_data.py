@@ -2,6 +2,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bankllm.data import (
     IGNORE_INDEX,
@@ -10,6 +12,7 @@ from bankllm.data import (
     epoch_batches,
     load_conversations,
     normalized_conversation,
+    plan_micro_batches,
     split_conversations,
 )
 from bankllm.errors import BankLLMError
@@ -124,3 +127,31 @@ def test_bad_corpus_lines_name_file_line_and_field(tmp_path, content, expected):
     path.write_text(content)
     with pytest.raises(BankLLMError, match=expected.replace("{", r"\{")):
         load_conversations(path)
+
+
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=40),
+    budget=st.integers(min_value=0, max_value=4000),
+)
+@settings(max_examples=200, deadline=None)
+def test_auto_micro_batches_keep_order_and_respect_the_token_budget(lengths, budget):
+    batch = list(range(len(lengths)))[::-1]  # any order of indices into lengths
+    parts = plan_micro_batches(batch, lengths, 0, budget)
+    assert [i for part in parts for i in part] == batch  # every item once, in order
+    assert all(parts)
+    for part in parts:
+        padded = len(part) * max(lengths[i] for i in part)
+        # within budget, unless a single sequence is longer than the whole budget
+        assert budget <= 0 or padded <= budget or len(part) == 1
+    if budget <= 0:
+        assert len(parts) == 1
+    # greedy: the next item would have broken the budget
+    for part, following in zip(parts, parts[1:], strict=False):
+        grown = (len(part) + 1) * max(lengths[i] for i in [*part, following[0]])
+        assert grown > budget
+
+
+def test_fixed_micro_batches_are_groups_of_that_size():
+    assert plan_micro_batches([5, 3, 9, 1, 7], [10] * 10, 2) == [[5, 3], [9, 1], [7]]
+    # the token budget only applies to auto (micro_batch_size 0)
+    assert plan_micro_batches([5, 3, 9], [10] * 10, 2, micro_batch_tokens=5) == [[5, 3], [9]]

@@ -117,9 +117,11 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
     while not state.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
-    proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
     cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
-    assert cut["status"] == "interrupted", cut["status"]
+    assert cut["status"] == "interrupted", _failure(
+        subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    )
     resumed = subprocess.run(
         [*torchrun, "train", "--resume", str(tmp_path / "cut"), "--quiet"],
         capture_output=True,
@@ -131,5 +133,8 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert b["status"] == "completed" and b["world_size"] == 2
-    assert [s["loss"] for s in b["steps"]] == [s["loss"] for s in a["steps"]]
+    assert [s["loss"] for s in b["steps"]] == [s["loss"] for s in a["steps"]], (
+        b["events"],
+        _failure(resumed),
+    )
     assert [e["val_loss"] for e in b["epochs"]] == [e["val_loss"] for e in a["epochs"]]

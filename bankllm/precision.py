@@ -1,0 +1,52 @@
+"""Numeric precision: which one a run trains and decodes in, and its autocast context.
+
+``bf16`` means bf16 autocast (weights and the residual stream stay fp32; matrix multiplies run
+in bf16), chosen where the hardware runs bf16 fast: a CPU with AMX or AVX512-BF16, or a
+bf16-capable GPU. Everything else runs fp32.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+PRECISIONS = ("bf16", "fp32")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU runs bf16 matrix multiplies natively (AMX or AVX512-BF16)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def fast_bf16(device: torch.device | str) -> bool:
+    """True when ``device`` runs bf16 fast (see the module docstring)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and cpu_has_fast_bf16()
+
+
+def resolve_precision(requested: str, device: torch.device | str) -> str:
+    """``bf16`` or ``fp32``: ``requested`` itself, or for ``auto`` bf16 where it is fast."""
+    if requested != "auto":
+        return requested
+    return "bf16" if fast_bf16(device) else "fp32"
+
+
+def run_precision(metrics: dict[str, Any], device: torch.device | str = "cpu") -> str:
+    """The precision to decode a run in: bf16 if it trained in bf16 and ``device`` runs bf16
+    fast, else fp32."""
+    return "bf16" if metrics.get("precision") == "bf16" and fast_bf16(device) else "fp32"
+
+
+def autocast(device: torch.device | str, precision: str | None) -> AbstractContextManager:
+    """bf16 autocast for ``precision == "bf16"``; a no-op for ``fp32`` (or None)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    if precision not in (None, "fp32"):
+        raise ValueError(f"precision must be 'bf16', 'fp32' or None, got {precision!r}")
+    return nullcontext()
