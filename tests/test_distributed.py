@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from tests.training_hooks import hooked_env, wait_for_state
+
 TINY = [
     "--set",
     "n_layer=1",
@@ -105,23 +107,32 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
         [*torchrun, *args("whole")], capture_output=True, text=True, timeout=240, env=env
     )
     assert whole.returncode == 0, _failure(whole)
+    # park both processes inside step 5 (gradients done), signal torchrun, then let them go
+    hang_step = 5
+    marker, release = tmp_path / "parked", tmp_path / "go"
+    hooks = {
+        **hooked_env(tmp_path),
+        "BANKLLM_TEST_HANG_STEP": str(hang_step),
+        "BANKLLM_TEST_MARKER": str(marker),
+        "BANKLLM_TEST_RELEASE": str(release),
+    }
     proc = subprocess.Popen(
         [*torchrun, *args("cut")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=hooks,
     )
-    state = tmp_path / "cut" / "state.pt"
-    deadline = time.monotonic() + 120
-    while not state.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_state(proc, tmp_path / "cut", lambda p: p["step"] == hang_step - 1, marker)
     proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
+    time.sleep(0.1)
+    release.touch()
     out, err = proc.communicate(timeout=120)
     cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert cut["status"] == "interrupted", _failure(
         subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     )
+    assert len(cut["steps"]) == hang_step  # the step in flight was finished, then saved
     resumed = subprocess.run(
         [*torchrun, "train", "--resume", str(tmp_path / "cut"), "--quiet"],
         capture_output=True,

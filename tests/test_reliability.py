@@ -2,7 +2,7 @@
 
 The end-to-end tests really start ``python -m bankllm train`` and hit it with SIGKILL, SIGINT
 or SIGTERM. To kill it at a known point (and not race a 0.2 s training run) the subprocess gets
-a ``sitecustomize.py`` on its ``PYTHONPATH`` (``_HOOKS`` below) that, only when its
+a ``sitecustomize.py`` on its ``PYTHONPATH`` (``tests/training_hooks.py``) that, only when its
 ``BANKLLM_TEST_*`` variables are set, parks the process inside a training step or inside an
 atomic write; the test then polls the run's ``state.pt`` and sends the signal.
 """
@@ -31,6 +31,7 @@ from bankllm.errors import BankLLMError
 from bankllm.model import GPT
 from bankllm.training import EXIT_DIVERGED, Trainer
 from tests.conftest import make_conversations
+from tests.training_hooks import hooked_env, wait_for_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,80 +54,13 @@ TINY = {
 }
 STEPS_PER_EPOCH = 9
 
-_HOOKS = '''
-"""Test hooks of tests/test_reliability.py; inert unless BANKLLM_TEST_* variables are set."""
-import os
-import time
-from pathlib import Path
-
-
-def _park(marker):
-    """Say where we are, then wait for the test's release file (or its SIGKILL)."""
-    Path(marker).touch()
-    release = os.environ.get("BANKLLM_TEST_RELEASE")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if release and Path(release).exists():
-            return
-        time.sleep(0.02)
-    os._exit(99)  # nobody came: never hang the test suite
-
-
-if os.environ.get("BANKLLM_TEST_HANG_STEP"):
-    import bankllm.training as training
-
-    _hang_step = int(os.environ["BANKLLM_TEST_HANG_STEP"])
-    _original = training.accumulate_gradients
-    _calls = [0]
-
-    def accumulate_gradients(*args, **kwargs):
-        result = _original(*args, **kwargs)  # gradients computed, optimizer not stepped yet
-        _calls[0] += 1
-        if _calls[0] == _hang_step:
-            _park(os.environ["BANKLLM_TEST_MARKER"])
-        return result
-
-    training.accumulate_gradients = accumulate_gradients
-
-if os.environ.get("BANKLLM_TEST_BLOCK_WRITE"):
-    import bankllm.checkpoints as checkpoints
-    import bankllm.fileio as fileio
-
-    _name, _, _nth = os.environ["BANKLLM_TEST_BLOCK_WRITE"].partition(":")
-    _original_write = fileio.atomic_write
-    _seen = [0]
-
-    def atomic_write(path, write):
-        if Path(path).name == _name:
-            _seen[0] += 1
-            if _seen[0] == int(_nth):
-
-                def half_written(tmp):
-                    write(tmp)
-                    data = tmp.read_bytes()
-                    tmp.write_bytes(data[: len(data) // 2])  # the process dies mid-write
-                    _park(os.environ["BANKLLM_TEST_MARKER"])
-
-                return _original_write(path, half_written)
-        return _original_write(path, write)
-
-    fileio.atomic_write = atomic_write
-    checkpoints.atomic_write = atomic_write
-'''
 
 
 # -- helpers ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Environment of the subprocesses: the hooks first on PYTHONPATH, one thread."""
-    hooks = tmp_path_factory.mktemp("hooks")
-    (hooks / "sitecustomize.py").write_text(_HOOKS)
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BANKLLM_TEST_")},
-        "PYTHONPATH": os.pathsep.join([str(hooks), str(REPO)]),
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
+    return hooked_env(tmp_path_factory.mktemp("hooks"))
 
 
 @pytest.fixture(scope="module")
@@ -161,21 +95,6 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str
 
 def _bankllm(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
     return _finish(_start(args, env))
-
-
-def _wait_for_state(proc: subprocess.Popen, run_dir: Path, ready, marker: Path) -> dict:
-    """Poll ``state.pt`` until its progress satisfies ``ready`` and the hook has parked."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"trainer exited early ({proc.returncode}): {proc.stderr.read()}")
-        if marker.exists() and (run_dir / ckpt.STATE_FILE).exists():
-            progress = ckpt.load_state(run_dir / ckpt.STATE_FILE)["progress"]
-            if ready(progress):
-                return progress
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail("the trainer never reached the expected state")
 
 
 def _comparable(metrics: dict) -> dict:
@@ -228,7 +147,7 @@ def test_sigkill_mid_step_then_resume_equals_the_uninterrupted_run(baseline, cor
     proc = _start(
         _train_args(corpus, tmp_path / "runs", "killed"), env, hang_step=14, marker=marker
     )
-    progress = _wait_for_state(
+    progress = wait_for_state(
         proc, run_dir, lambda p: p["epoch"] == 2 and p["batch_in_epoch"] >= 1, marker
     )
     proc.send_signal(signal.SIGKILL)
@@ -256,7 +175,7 @@ def test_sigkill_while_writing_the_state_keeps_the_previous_state_and_resumes_ex
         block_write=f"{ckpt.STATE_FILE}:8",
         marker=marker,
     )
-    _wait_for_state(proc, run_dir, lambda p: p["step"] == 12, marker)
+    wait_for_state(proc, run_dir, lambda p: p["step"] == 12, marker)
     proc.send_signal(signal.SIGKILL)
     assert _finish(proc)[0] == -signal.SIGKILL
     assert len(list(run_dir.glob(".state.pt.*.tmp"))) == 1  # the half-written new state
@@ -278,7 +197,7 @@ def test_sigkill_while_writing_the_best_checkpoint_keeps_the_previous_best(
         block_write=f"{ckpt.BEST_WEIGHTS}:2",  # epoch 2's (better) weights, half written
         marker=marker,
     )
-    _wait_for_state(proc, run_dir, lambda p: p["epoch"] == 2, marker)
+    wait_for_state(proc, run_dir, lambda p: p["epoch"] == 2, marker)
     before = (run_dir / ckpt.BEST_WEIGHTS).read_bytes()
     proc.send_signal(signal.SIGKILL)
     assert _finish(proc)[0] == -signal.SIGKILL
@@ -315,7 +234,7 @@ def test_signal_finishes_the_step_saves_and_prints_how_to_resume(
         marker=marker,
         release=release,
     )
-    _wait_for_state(proc, run_dir, lambda p: p["step"] == 4, marker)
+    wait_for_state(proc, run_dir, lambda p: p["step"] == 4, marker)
     proc.send_signal(sig)  # arrives in the middle of step 5
     time.sleep(0.1)
     release.touch()
