@@ -9,7 +9,6 @@ loss (``IGNORE_INDEX``).
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from bankllm.errors import BankLLMError
-from bankllm.fileio import load_schema, validate_json
+from bankllm.fileio import load_schema, parse_records
 from bankllm.tokenizer import Tokenizer, normalize_text
 
 IGNORE_INDEX = -100
@@ -47,28 +46,7 @@ def load_conversations(path: str | Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError as exc:
         raise BankLLMError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     schema = load_schema("bankllm", "conversation.schema.json")
-    conversations: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    # split on "\n" only: str.splitlines would also split inside JSON strings holding U+2028,
-    # U+0085 or \x1c, which json.dumps(ensure_ascii=False) writes raw
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BankLLMError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise BankLLMError(f"{path}:{lineno}: not valid JSON ({reason})") from None
-        validate_json(record, schema, f"{path}:{lineno}")
-        if record["id"] in seen:
-            raise BankLLMError(
-                f"{path}:{lineno}: field 'id': duplicate id {record['id']!r} "
-                f"(first on line {seen[record['id']]})"
-            )
-        seen[record["id"]] = lineno
-        conversations.append(record)
+    conversations = parse_records(text, str(path), schema)
     if not conversations:
         raise BankLLMError(f"{path}: corpus is empty (expected one JSON conversation per line)")
     return conversations

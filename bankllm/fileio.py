@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,45 @@ def parse_json(text: str, origin: str, what: str = "file") -> Any:
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise BankLLMError(f"{origin}: {what} is not valid JSON ({reason})") from None
+
+
+def parse_jsonl(text: str, origin: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of JSON Lines ``text``; a line that is
+    not JSON is a :class:`BankLLMError` naming ``origin:line`` (and the column).
+
+    Splits on "\\n" only: ``str.splitlines`` would also split inside JSON strings holding
+    U+2028, U+0085 or \\x1c, which ``json.dumps(ensure_ascii=False)`` writes raw.
+    """
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BankLLMError(
+                f"{origin}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise BankLLMError(f"{origin}:{lineno}: not valid JSON ({reason})") from None
+        yield lineno, value
+
+
+def parse_records(text: str, origin: str, schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of JSON Lines ``text``, each valid against ``schema`` and with an ``id``
+    unique in the file; errors name ``origin:line`` and the field at fault."""
+    records: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for lineno, record in parse_jsonl(text, origin):
+        validate_json(record, schema, f"{origin}:{lineno}")
+        if record["id"] in seen:
+            raise BankLLMError(
+                f"{origin}:{lineno}: field 'id': duplicate id {record['id']!r} "
+                f"(first on line {seen[record['id']]})"
+            )
+        seen[record["id"]] = lineno
+        records.append(record)
+    return records
 
 
 def load_schema(package: str, name: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from bankllm.errors import BankLLMError
 from bankllm.model import GPT
-from bankllm.precision import autocast, run_precision
+from bankllm.precision import inference, run_precision
 from bankllm.tokenizer import Tokenizer
 
 Messages = Sequence[dict[str, Any]]
@@ -270,28 +270,23 @@ def generate(
             todo.append(i)
     todo.sort(key=lambda i: (-len(prompts[i]), i))
     pool: dict[int, torch.Tensor] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), autocast(device, precision):
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                outs = _decode_batch(
-                    model,
-                    [list(prompts[i]) for i in chunk],
-                    [budgets[i] for i in chunk],
-                    stop_ids,
-                    tokenizer.pad_id,
-                    temperature,
-                    top_k,
-                    generator,
-                    use_cache,
-                    pool,
-                )
-                for i, o in zip(chunk, outs, strict=True):
-                    results[i] = o
-    finally:
-        model.train(was_training)
+    with inference(model, precision):
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            outs = _decode_batch(
+                model,
+                [list(prompts[i]) for i in chunk],
+                [budgets[i] for i in chunk],
+                stop_ids,
+                tokenizer.pad_id,
+                temperature,
+                top_k,
+                generator,
+                use_cache,
+                pool,
+            )
+            for i, o in zip(chunk, outs, strict=True):
+                results[i] = o
     return results
 
 
@@ -315,21 +310,16 @@ def greedy_predictions(
     order = sorted((i for i, s in enumerate(seqs) if s), key=lambda i: -len(seqs[i]))
     out: list[list[int]] = [[] for _ in seqs]
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), autocast(device, precision):
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                T = len(seqs[chunk[0]])
-                x = torch.full((len(chunk), T), pad_id, dtype=torch.long, device=device)
-                for r, i in enumerate(chunk):
-                    x[r, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
-                pred = model(x)[0].argmax(dim=-1).tolist()
-                for r, i in enumerate(chunk):
-                    out[i] = pred[r][: len(seqs[i])]
-    finally:
-        model.train(was_training)
+    with inference(model, precision):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            T = len(seqs[chunk[0]])
+            x = torch.full((len(chunk), T), pad_id, dtype=torch.long, device=device)
+            for r, i in enumerate(chunk):
+                x[r, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
+            pred = model(x)[0].argmax(dim=-1).tolist()
+            for r, i in enumerate(chunk):
+                out[i] = pred[r][: len(seqs[i])]
     return out
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bankllm.errors import BankLLMError
-from bankllm.fileio import atomic_write_jsonl, load_schema, validate_json
+from bankllm.fileio import atomic_write_jsonl, load_schema, parse_jsonl, validate_json
 
 # Reasons counted in ImportResult.skipped: whole conversations, then single messages.
 SKIP_NON_BANKS = "conversation: dialogue involves a non-Banks service"
@@ -303,18 +303,7 @@ def import_chat_jsonl(paths: Iterable[str | Path] | str | Path) -> ImportResult:
     out = _Collector()
     for path in _as_paths(paths):
         text = _read_text(path, "chat JSONL file")
-        # Split on \n only: str.splitlines would also split on U+2028 inside JSON strings.
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BankLLMError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            except RecursionError:
-                raise BankLLMError(f"{path}:{lineno}: JSON nested too deeply") from None
+        for lineno, obj in parse_jsonl(text, str(path)):
             _chat_record(obj, path, lineno, out)
     return out.result
 

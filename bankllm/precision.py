@@ -1,4 +1,5 @@
-"""Numeric precision: which one a run trains and decodes in, and its autocast context.
+"""Numeric precision: which one a run trains and decodes in, its autocast context, and the
+context every scoring or decoding pass runs in (:func:`inference`).
 
 ``bf16`` means bf16 autocast (weights and the residual stream stay fp32; matrix multiplies run
 in bf16), chosen where the hardware runs bf16 fast: a CPU with AMX or AVX512-BF16, or a
@@ -7,7 +8,8 @@ bf16-capable GPU. Everything else runs fp32.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -50,3 +52,16 @@ def autocast(device: torch.device | str, precision: str | None) -> AbstractConte
     if precision not in (None, "fp32"):
         raise ValueError(f"precision must be 'bf16', 'fp32' or None, got {precision!r}")
     return nullcontext()
+
+
+@contextmanager
+def inference(model: torch.nn.Module, precision: str | None) -> Iterator[None]:
+    """Run ``model`` for scoring or decoding: eval mode (dropout off; the previous mode is
+    restored afterwards), no autograd, and ``precision``'s autocast."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(next(model.parameters()).device, precision):
+            yield
+    finally:
+        model.train(was_training)

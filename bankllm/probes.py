@@ -11,13 +11,12 @@ kind in ``schemas/probes.schema.json``:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bankllm.errors import BankLLMError
-from bankllm.fileio import load_schema, validate_json
+from bankllm.fileio import load_schema, parse_records
 
 PROBE_KINDS: tuple[str, ...] = ("inv", "dir", "mft")
 """The probe kinds, each stored in ``<kind>.jsonl``."""
@@ -49,25 +48,7 @@ def _load_file(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BankLLMError(f"{path}: cannot read probe file ({exc})") from None
-    records: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        origin = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BankLLMError(f"{origin}: not valid JSON ({exc.msg})") from None
-        validate_json(record, schema, origin)
-        if record["id"] in seen:
-            raise BankLLMError(
-                f"{origin}: field 'id': duplicate id {record['id']!r} (first on line "
-                f"{seen[record['id']]})"
-            )
-        seen[record["id"]] = lineno
-        records.append(record)
-    return records
+    return parse_records(text, str(path), schema)
 
 
 def load_probes(directory: str | Path) -> Probes:

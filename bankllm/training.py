@@ -48,7 +48,7 @@ from bankllm.data import (
 from bankllm.errors import BankLLMError
 from bankllm.fileio import atomic_write_json, load_schema, validate_json
 from bankllm.model import GPT
-from bankllm.precision import autocast, resolve_precision
+from bankllm.precision import autocast, inference, resolve_precision
 from bankllm.tokenizer import Tokenizer
 
 EXIT_SIGINT, EXIT_SIGTERM, EXIT_DIVERGED = 130, 143, 3
@@ -138,7 +138,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@torch.no_grad()
 def evaluate(
     model: GPT,
     corpus: EncodedCorpus,
@@ -153,18 +152,15 @@ def evaluate(
     Under torchrun each process scores its share and the sums are added over processes.
     """
     ctx = ctx or distributed.Context()
-    was_training = model.training
-    model.eval()
     order = ctx.shard(sorted(range(len(corpus)), key=lambda i: corpus.lengths[i]))
     total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        x, y = collate(corpus, order[start : start + batch_size], pad_id)
-        x, y = x.to(device), y.to(device)
-        with autocast(device, precision):
+    with inference(model, precision):
+        for start in range(0, len(order), batch_size):
+            x, y = collate(corpus, order[start : start + batch_size], pad_id)
+            x, y = x.to(device), y.to(device)
             _, loss_sum = model(x, y, reduction="sum")
-        total += float(loss_sum)
-        count += int((y != -100).sum())
-    model.train(was_training)
+            total += float(loss_sum)
+            count += int((y != -100).sum())
     total, count = ctx.all_reduce_sum(total, count)
     return total / max(count, 1)
 
@@ -354,12 +350,10 @@ class Trainer:
                     f"({type(exc).__name__}: {detail})"
                 ) from None
             return
-        self.model.eval()
         first = epoch_batches(
             self.train_data.lengths, cfg.batch_size, cfg.seed, 1, cfg.bucket_batches
         )
         initial = self._initial_loss(first[0])
-        self.model.train()
         self.metrics: dict[str, Any] = {
             "schema_version": 1,
             "run_name": self.run_dir.name,
@@ -404,8 +398,9 @@ class Trainer:
         )
 
     def _initial_loss(self, batch: list[int]) -> float:
+        """The untrained model's loss on the first batch, in eval mode."""
         x, y = collate(self.train_data, batch, self.tokenizer.pad_id)
-        with torch.no_grad(), autocast(self.device, self.precision):
+        with inference(self.model, self.precision):
             _, loss = self.model(x.to(self.device), y.to(self.device))
         return float(loss)
 
