@@ -34,6 +34,13 @@ TINY = [
 ]
 
 
+# `torchrun --standalone --nproc_per_node 2 -m bankllm`: two processes, rendezvous on localhost
+TORCHRUN = [
+    *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
+    *("-m", "bankllm"),
+]
+
+
 def _failure(proc: subprocess.CompletedProcess) -> str:
     """The worker's own message comes first in the output, torchrun's summary last."""
     out = proc.stdout + proc.stderr
@@ -55,17 +62,7 @@ def _train(cmd, corpus_file, runs, name):
 
 def test_two_gloo_processes_match_one_process(corpus_file, tmp_path):
     single = _train([sys.executable, "-m", "bankllm"], corpus_file, tmp_path, "single")
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "bankllm",
-    ]
-    double = _train(torchrun, corpus_file, tmp_path, "ddp")
+    double = _train(TORCHRUN, corpus_file, tmp_path, "ddp")
     assert double["world_size"] == 2 and single["world_size"] == 1
     assert len(double["steps"]) == len(single["steps"])
     for a, b in zip(single["epochs"], double["epochs"], strict=True):
@@ -78,16 +75,6 @@ def test_two_gloo_processes_match_one_process(corpus_file, tmp_path):
 
 
 def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, tmp_path):
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "bankllm",
-    ]
     longer = [*TINY, "--set", "epochs=12", "--set", "save_every_steps=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -104,7 +91,7 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
         ]
 
     whole = subprocess.run(
-        [*torchrun, *args("whole")], capture_output=True, text=True, timeout=240, env=env
+        [*TORCHRUN, *args("whole")], capture_output=True, text=True, timeout=240, env=env
     )
     assert whole.returncode == 0, _failure(whole)
     # park both processes inside step 5 (gradients done), signal torchrun, then let them go
@@ -117,7 +104,7 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
         "BANKLLM_TEST_RELEASE": str(release),
     }
     proc = subprocess.Popen(
-        [*torchrun, *args("cut")],
+        [*TORCHRUN, *args("cut")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -134,7 +121,7 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
     )
     assert len(cut["steps"]) == hang_step  # the step in flight was finished, then saved
     resumed = subprocess.run(
-        [*torchrun, "train", "--resume", str(tmp_path / "cut"), "--quiet"],
+        [*TORCHRUN, "train", "--resume", str(tmp_path / "cut"), "--quiet"],
         capture_output=True,
         text=True,
         timeout=240,
