@@ -14,8 +14,6 @@ from typing import Any
 
 import torch
 
-PRECISIONS = ("bf16", "fp32")
-
 
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU runs bf16 matrix multiplies natively (AMX or AVX512-BF16)."""

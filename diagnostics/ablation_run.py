@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 FRACTION = 0.5
 EM_CACHE = "em_val.json"
 EM_BATCH_SIZE = 128
-
-
-def cores() -> int:
-    """The cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def prepare_ablation(run: Any, threads: int | None = None) -> tuple[Any, dict[float, float]]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from diagnostics.ablation_run import FRACTION, cores, prepare_ablation
+from diagnostics.ablation_run import FRACTION, prepare_ablation
 from diagnostics.analyses.ablation import NAME, analyse_ablation, plot_scaling_curve
+from diagnostics.plugin import cores, report_dir
 from diagnostics.results import CheckResult
 
 pytestmark = pytest.mark.optional_section("ablation")
@@ -22,7 +23,6 @@ def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
     data-scaling fit when >= 3 data sizes are cached."""
     from bankllm.ablation import cached_ablations
     from bankllm.errors import BankLLMError
-    from diagnostics.plugin import report_dir
 
     run = bankllm_run
     used = thresholds.for_check(NAME)
