@@ -13,9 +13,9 @@ inside attention. Three choices are made for speed on CPU (``bench/README.md`` h
   as ``scaled_dot_product_attention``, whose fused CPU kernel is fast forward but several times
   slower backward at these sequence lengths (tens to a few hundred tokens). Decoding with a
   mask or a KV cache still uses the fused kernel.
-- Dropout masks come from :func:`dropout_mask` (two elements per 64-bit draw of torch's
-  generator) instead of ``bernoulli_`` (one draw and a double per element), and are applied
-  together with the residual add (``torch.addcmul``).
+- Dropout masks come from :func:`dropout_mask` (four elements per 64-bit draw of torch's
+  generator, the drop probability rounded to 2**-16) instead of ``bernoulli_`` (one draw and
+  a double per element), and are applied together with the residual add (``torch.addcmul``).
 """
 
 from __future__ import annotations
@@ -41,33 +41,47 @@ class GPTConfig:
     dropout: float = 0.1
 
 
+DROPOUT_RESOLUTION = 2**16  # a dropout mask spends 16 random bits per element
+
+
+def dropout_keep_scale(p: float) -> float:
+    """``1 / P(keep)`` for :func:`dropout_mask`'s drop probability ``p`` rounded to 2**-16.
+
+    Scaling kept elements by it keeps ``E[dropout(y)] = y`` exactly (the rounding moves the
+    drop probability by at most 7.6e-6).
+    """
+    dropped = min(round(p * DROPOUT_RESOLUTION), DROPOUT_RESOLUTION - 1)
+    return DROPOUT_RESOLUTION / (DROPOUT_RESOLUTION - dropped)
+
+
 def dropout_mask(
     shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    """A tensor of 0s and 1s in ``dtype``, each 0 with probability ``p`` (to within 2**-32).
+    """A tensor of 0s and 1s in ``dtype``, each 0 with probability ``p`` rounded to 2**-16.
 
-    Each 64-bit draw of torch's generator gives two uniform 32-bit words, each compared with
+    Each 64-bit draw of torch's generator gives four uniform 16-bit words, each compared with
     one threshold: deterministic given the generator's state, like ``bernoulli_``, which
-    draws (and converts) one number per element and costs three times as much on CPU.
+    draws (and converts) one number per element and costs five times as much on CPU.
     """
     n = math.prod(shape)
-    draws = torch.empty((n + 1) // 2, dtype=torch.int64, device=device)
-    words = draws.random_(-(2**63), 2**63 - 1).view(torch.int32)  # uniform over int32
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words = draws.random_(-(2**63), 2**63 - 1).view(torch.int16)  # uniform over int16
+    dropped = min(round(p * DROPOUT_RESOLUTION), DROPOUT_RESOLUTION - 1)
     mask = torch.empty(words.shape, dtype=dtype, device=device)
-    torch.ge(words, min(round(-(2**31) + p * 2**32), 2**31 - 1), out=mask)
+    torch.ge(words, -(2**15) + dropped, out=mask)
     return mask[:n].view(shape)
 
 
 def add_dropout(x: torch.Tensor, y: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``x + dropout(y)``, the mask applied in the same pass as the add.
 
-    The mask takes the dtype of the result (fp32 for a bf16 branch added to an fp32 residual
-    under autocast), so only ``y`` is converted on the way in.
+    The mask (exact 0s and 1s) takes the branch's dtype: under autocast a bf16 mask for the
+    bf16 branch, half the bytes of an fp32 one; ``addcmul`` adds in the result's dtype.
     """
     if not training or p == 0.0:
         return x + y
-    mask = dropout_mask(y.shape, p, torch.promote_types(x.dtype, y.dtype), y.device)
-    return torch.addcmul(x, y, mask, value=1.0 / (1.0 - p))
+    mask = dropout_mask(y.shape, p, y.dtype, y.device)
+    return torch.addcmul(x, y, mask, value=dropout_keep_scale(p))
 
 
 def causal_attention(
@@ -190,7 +204,7 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(positions)
         if self.training and self.config.dropout > 0.0:
             p = self.config.dropout
-            x = x * dropout_mask(x.shape, p, x.dtype, x.device).mul_(1.0 / (1.0 - p))
+            x = x * dropout_mask(x.shape, p, x.dtype, x.device).mul_(dropout_keep_scale(p))
         present: KVCache = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, attn_mask, None if past_kv is None else past_kv[i])

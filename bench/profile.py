@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--precision", choices=["auto", "bf16", "fp32"], default="auto", help="--pipeline after"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg, device = work.cfg, torch.device("cpu")
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         if args.pipeline == "after":
-            trainer = Trainer(cfg, f"{tmp}/run", show_progress=False, log=lambda _: None)
+            run_cfg = replace(cfg, precision=args.precision)
+            trainer = Trainer(run_cfg, f"{tmp}/run", show_progress=False, log=lambda _: None)
 
             def step(batch: list[int]) -> int:
                 return trainer._train_step(batch)["tokens"]
