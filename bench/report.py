@@ -123,7 +123,9 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     summary.add_row(
         f"full recipe ({recipe['epochs']} epochs, projected)",
         f"naive {_num(recipe.get('naive_seconds'), ',.0f')} s, bankllm "
-        f"{_num(recipe.get('bankllm_seconds'), ',.1f')} s: "
+        f"{_num(recipe.get('bankllm_seconds'), ',.1f')} s (of which "
+        f"{_num(recipe.get('bankllm_one_time_seconds'), ',.1f')} s building kernels for "
+        f"{recipe.get('bankllm_shapes', '-')} batch shapes): "
         f"{_num(recipe.get('speedup'), '.1f')}x",
     )
     measured = recipe.get("measured")

@@ -68,6 +68,16 @@ class Workload:
                     computed += len(mb) * max(lengths[i] for i in mb)
         return 1.0 - real / computed
 
+    def batch_shapes(self, batch: list[int]) -> set[tuple[int, int]]:
+        """(sequences, padded length) of each forward pass of ``batch`` as the trainer cuts it."""
+        lengths, cfg = self.train.lengths, self.cfg
+        plan = plan_micro_batches(batch, lengths, cfg.micro_batch_size, cfg.micro_batch_tokens)
+        return {(len(mb), max(lengths[i] for i in mb)) for mb in plan}
+
+    def recipe_shapes(self) -> set[tuple[int, int]]:
+        """Every distinct forward-pass shape of the recipe's batches (all epochs)."""
+        return set().union(*(self.batch_shapes(b) for batches in self.epochs for b in batches))
+
     def recipe_target_tokens(self) -> int:
         """Target tokens of all epochs of the recipe."""
         return self.cfg.epochs * self.train.n_target_tokens()

@@ -6,8 +6,11 @@ No timing is asserted (the figures depend on the machine); a tiny model on a sma
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from bench.train_speed import Pipeline, measure
+from bench.workload import bench_config, load_workload
 from tests.conftest import make_conversations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +43,22 @@ def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
     assert result["parity"]["status"].split(":")[0] in ("ok", "skipped")
     assert all(t["met"] in (True, False, None) for t in result["targets"].values())
     assert "training throughput" in done.stdout
+
+
+def test_measure_separates_the_one_time_cost_of_a_new_shape_from_the_steady_rate(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(c) + "\n" for c in make_conversations(80)))
+    work = load_workload(bench_config("tiny", data=str(corpus)))
+    built: set = set()
+
+    def step(batch):  # a pipeline that "builds kernels" (sleeps 50 ms) for each new shape
+        new = work.batch_shapes(batch) - built
+        built.update(new)
+        time.sleep(0.05 * len(new) + 0.002)
+        return 10, 12
+
+    row = measure([Pipeline("fake", step, 1000, shapes=work.batch_shapes)], work, 1, 3)["fake"]
+    assert row["new_shapes"] >= 1
+    assert 45 <= row["ms_per_new_shape"] <= 200
+    assert row["tokens_per_second"] > 2 * row["first_pass_tokens_per_second"]
+    assert work.recipe_shapes() >= set().union(*(work.batch_shapes(b) for b in work.batches))

@@ -124,6 +124,25 @@ def test_single_log_linear_decay_is_one_phase():
     assert result.values["n_phases"] == 1 and result.details["boundaries"] == []
 
 
+def test_a_rise_within_the_last_epoch_is_batch_order_not_a_rising_phase():
+    # 10 epochs: a rapid drop, then slow decay; the loss climbs over the last 13 steps (half
+    # an epoch of harder, length-bucketed batches), as in the default recipe, whose last 13
+    # steps were called a "rising" phase before phases had to last two epochs to rise
+    rng = random.Random(3)
+    ys = [1.7 - 0.02 * min(t, 50) - 0.003 * max(t - 50, 0) + 0.3 * max(t - 247, 0) / 13
+          + rng.gauss(0, 0.02) for t in range(260)]
+    result = phases(_curve_metrics(ys, steps_per_epoch=26))
+    assert result.values["phases"] == ["rapid drop", "refinement"], result.details["tables"][0]
+
+
+def test_loss_rising_for_epochs_is_a_rising_phase():
+    rng = random.Random(4)
+    ys = [1.5 - 0.01 * min(t, 156) + 0.006 * max(t - 156, 0) + rng.gauss(0, 0.02)
+          for t in range(260)]
+    result = phases(_curve_metrics(ys, steps_per_epoch=26))
+    assert result.values["phases"][-1] == "rising", result.details["tables"][0]
+
+
 def test_epoch_shares_telescope_to_one(healthy):
     table = next(t for t in phases(healthy).details["tables"] if t["title"].startswith("Share"))
     assert table["rows"][-1][-1] == "100.0%"

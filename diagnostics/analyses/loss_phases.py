@@ -16,9 +16,11 @@ MAX_POINTS = 200  # longer curves are averaged into this many consecutive-step b
 METHOD = "ruptures.Dynp(model='linear') on log(loss) vs step; 1..max_phases segments by BIC"
 
 
-def _segments(x: np.ndarray, y: np.ndarray, max_phases: int) -> list[tuple[int, int]]:
+def _segments(
+    x: np.ndarray, y: np.ndarray, max_phases: int, min_size: int = 3
+) -> list[tuple[int, int]]:
     """Least-squares piecewise-linear segmentation of ``y(x)`` into at most ``max_phases``
-    ``[start, end)`` index ranges.
+    ``[start, end)`` index ranges of at least ``min_size`` points (and at least m / 20).
 
     ``ruptures.Dynp`` with the ``"linear"`` cost (least-squares line per segment, regressors
     ``[x, 1]``) is the *exact* dynamic programme over all breakpoint positions; with at most
@@ -30,7 +32,7 @@ def _segments(x: np.ndarray, y: np.ndarray, max_phases: int) -> list[tuple[int, 
     import ruptures as rpt
 
     m = len(y)
-    min_size = max(3, m // 20)
+    min_size = max(3, m // 20, min_size)
     xs = (x - x[0]) / max(float(x[-1] - x[0]), 1.0)
     algo = rpt.Dynp(model="linear", min_size=min_size, jump=1)
     algo.fit(np.column_stack([y, xs, np.ones(m)]))
@@ -66,11 +68,21 @@ def _phases(
     groups = np.array_split(np.arange(n), min(n, MAX_POINTS))
     x = np.array([steps[g].mean() for g in groups])
     y = np.array([np.log(loss[g]).mean() for g in groups])
-    segs = _segments(x, y, int(th["max_phases"]))
+    # A phase lasts at least an epoch: within one, step losses follow the batch order
+    # (length-bucketed batches differ in difficulty), so a shorter "rising" segment at the
+    # end of a run is the last batches' composition, not a change in learning.
+    per_epoch = math.ceil(steps_per_epoch * len(groups) / n)
+    segs = _segments(x, y, int(th["max_phases"]), min_size=per_epoch)
     fits = [np.polyfit(x[a:b], y[a:b], 1) if b - a > 1 else (0.0, y[a]) for a, b in segs]
     rates = [-float(f[0]) * steps_per_epoch for f in fits]
     steepest = max(max(rates), 1e-12)
     labels = [_label(r, steepest, th) for r in rates]
+    for i, (a, b) in enumerate(segs):
+        # a rise of the step loss shorter than two epochs is not called a phase: it can be
+        # batch order (or one bad stretch, which the spike check judges); real divergence and
+        # overfitting last longer (and the overfitting check reads val loss for the latter)
+        if labels[i] == "rising" and b - a < 2 * per_epoch:
+            labels[i] = labels[i - 1] if i else "plateau"
     merged: list[list[int]] = []  # adjacent segments with one label are one phase
     for i, lab in enumerate(labels):
         if merged and labels[merged[-1][0]] == lab:
