@@ -19,6 +19,7 @@ from diagnostics.analyses.consistency import (
     analyse_consistency,
     analyse_faithfulness,
     collect_responses,
+    group_interval,
     labelled_agent_turns,
     probe_prompts,
     train_judge,
@@ -171,3 +172,35 @@ def test_judge_works_in_the_models_word_space(setup):
     raw = [m["content"] for c in split.val for m in c["messages"] if m["role"] == "agent"]
     assert texts[:5] == [normalize_text(t) for t in raw[:5]]
     assert judge.predict(raw[:20]) == intents[:20]
+
+
+def test_group_interval_brackets_the_pooled_agreement_and_narrows_with_more_groups():
+    agree, pairs = [6, 3, 0, 6, 5, 6], [6, 6, 6, 6, 6, 6]
+    low, high = group_interval(agree, pairs)
+    assert low < sum(agree) / sum(pairs) < high
+    wide = high - low
+    low4, high4 = group_interval(agree * 4, pairs * 4)
+    assert high4 - low4 < wide
+    assert group_interval(agree, pairs) == (low, high)  # seeded: reproducible
+    assert group_interval([6, 6], [6, 6]) == (1.0, 1.0)
+    assert group_interval([3], [6]) is None
+
+
+def test_a_verdict_inside_its_interval_of_doubt_says_so(setup):
+    split, probes, judge = setup
+    answers = collect_responses(probe_prompts(probes), oracle(split, probes))
+    for group in probes.inv[:4]:  # four groups answered off-request: consistency near 75-90%
+        for prompt in group["prompts"][::2]:
+            answers[prompt] = "you ' re welcome ! have a great day ."
+    result = analyse_consistency(probes, answers, judge, TH)
+    v = result.values
+    assert v["consistency_ci95_low"] < v["consistency"] < v["consistency_ci95_high"]
+    spans = any(v["consistency_ci95_low"] < line <= v["consistency_ci95_high"]
+                for line in (TH["consistency_pass"],
+                             TH["consistency_pass"] - TH["warn_margin"]))
+    assert spans == ("do not settle the verdict" in result.reason), result.reason
+    assert spans, v  # the planted case sits near a line
+    oracle_result = analyse_consistency(
+        probes, collect_responses(probe_prompts(probes), oracle(split, probes)), judge, TH)
+    assert "do not settle the verdict" not in oracle_result.reason
+    assert oracle_result.values["consistency_ci95_low"] == 1.0

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
+import numpy as np
+from scipy.stats import bootstrap
+
 from bankllm.tokenizer import normalize_text
 from diagnostics.results import CheckResult, table
 
@@ -151,11 +154,33 @@ def _clip(text: str, n: int = 90) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def group_interval(agree: Sequence[int], pairs: Sequence[int],
+                   level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of the pooled agreement ``sum(agree) / sum(pairs)``,
+    resampling whole INV groups (pairs within a group share their prompts, so they are not
+    independent); seeded, so the same answers give the same interval. None under 2 groups."""
+    if len(agree) < 2 or sum(pairs) == 0:
+        return None
+    if len(set(a / p for a, p in zip(agree, pairs, strict=True) if p)) == 1:
+        value = sum(agree) / sum(pairs)  # every group alike: nothing to resample
+        return value, value
+
+    def pooled(a: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+        return a.sum(axis=axis) / np.maximum(p.sum(axis=axis), 1)
+
+    result = bootstrap((np.asarray(agree), np.asarray(pairs)), pooled, paired=True,
+                       vectorized=True, confidence_level=level, method="percentile",
+                       n_resamples=2000, rng=np.random.default_rng(0))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
                         thresholds: Mapping[str, float]) -> CheckResult:
     """INV and MFT verdicts from the judged intent of each response.
 
-    ``consistency``: share of agreeing pairs within INV groups (ParaRel), pooled over groups;
+    ``consistency``: share of agreeing pairs within INV groups (ParaRel), pooled over groups,
+    with a 95% bootstrap interval over groups (``consistency_ci95_low``/``_high``: the
+    uncertainty of sampling probes, not of training; the reason says when it spans a line);
     ``all_consistent``: share of groups whose answers all share one intent;
     ``consistent_and_correct``: ... all the group's expected intent; ``novel_accuracy``: share
     of MFT answers with the expected intent. An empty answer agrees with nothing. Status: the
@@ -188,12 +213,15 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
     intent = dict(zip(prompts, judge.predict([responses[p] for p in prompts]), strict=True))
 
     agree = pairs = all_same = all_right = 0
+    group_agree, group_pairs = [], []
     inv_rows, inv_status, failures_inv = [], [], []
     for group in probes.inv:
         got = [intent[p] for p in group["prompts"]]
-        for a, b in combinations(got, 2):
-            pairs += 1
-            agree += a == b and a != NO_ANSWER
+        together = [a == b and a != NO_ANSWER for a, b in combinations(got, 2)]
+        group_agree.append(sum(together))
+        group_pairs.append(len(together))
+        pairs += len(together)
+        agree += sum(together)
         same = len(set(got)) == 1 and got[0] != NO_ANSWER
         right = same and got[0] == group["intent"]
         all_same += same
@@ -221,14 +249,21 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         "novel_accuracy": novel_hits / n_mft if n_mft else None,
         "n_inv_groups": n_groups, "n_inv_pairs": pairs, "n_mft": n_mft, **judge_values,
     }
+    ci = group_interval(group_agree, group_pairs)
+    values["consistency_ci95_low"], values["consistency_ci95_high"] = ci or (None, None)
     statuses, parts = [], []
     if values["consistency"] is not None:
         s = _band(values["consistency"], th["consistency_pass"], th["warn_margin"])
         statuses.append(s)
-        parts.append(f"consistency {values['consistency']:.0%} of {pairs} paraphrase pairs "
-                     f"agree ({'≥' if s == 'PASS' else '<'} {th['consistency_pass']:.0%}); "
+        spread = f" [95% CI {ci[0]:.0%}-{ci[1]:.0%} over groups]" if ci else ""
+        parts.append(f"consistency {values['consistency']:.0%}{spread} of {pairs} paraphrase "
+                     f"pairs agree ({'≥' if s == 'PASS' else '<'} {th['consistency_pass']:.0%}); "
                      f"{values['consistent_and_correct']:.0%} of {n_groups} groups all answer "
                      "the expected intent")
+        lines = [th["consistency_pass"], th["consistency_pass"] - th["warn_margin"]]
+        if ci and any(ci[0] < line <= ci[1] for line in lines):
+            parts.append(f"the interval spans a verdict line: {n_groups} probe groups do not "
+                         "settle the verdict")
     if values["novel_accuracy"] is not None:
         s = _band(values["novel_accuracy"], th["novel_accuracy_pass"], th["warn_margin"])
         statuses.append(s)
@@ -249,6 +284,8 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
     summary = [
         ("INV", "consistency (agreeing pairs)", pct(values["consistency"]),
          f"≥ {th['consistency_pass']:.0%}"),
+        ("INV", "95% interval (bootstrap over groups)",
+         f"{ci[0]:.1%} - {ci[1]:.1%}" if ci else None, None),
         ("INV", "all consistent (groups)", pct(values["all_consistent"]), None),
         ("INV", "consistent and correct (groups)", pct(values["consistent_and_correct"]), None),
         ("MFT", "novel accuracy", pct(values["novel_accuracy"]),
@@ -258,7 +295,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
     ]
     details["tables"].append(table(
         "probe verdicts", ["probes", "measure", "value", "pass at"], summary,
-        [statuses[0] if values["consistency"] is not None else None, None, None,
+        [statuses[0] if values["consistency"] is not None else None, None, None, None,
          statuses[-1] if values["novel_accuracy"] is not None else None, "PASS"]))
     if inv_rows:
         details["tables"].append(table(
