@@ -19,7 +19,6 @@ from diagnostics.analyses.consistency import (
     analyse_consistency,
     analyse_faithfulness,
     collect_responses,
-    group_interval,
     labelled_agent_turns,
     probe_prompts,
     train_judge,
@@ -172,18 +171,6 @@ def test_judge_works_in_the_models_word_space(setup):
     raw = [m["content"] for c in split.val for m in c["messages"] if m["role"] == "agent"]
     assert texts[:5] == [normalize_text(t) for t in raw[:5]]
     assert judge.predict(raw[:20]) == intents[:20]
-
-
-def test_group_interval_brackets_the_pooled_agreement_and_narrows_with_more_groups():
-    agree, pairs = [6, 3, 0, 6, 5, 6], [6, 6, 6, 6, 6, 6]
-    low, high = group_interval(agree, pairs)
-    assert low < sum(agree) / sum(pairs) < high
-    wide = high - low
-    low4, high4 = group_interval(agree * 4, pairs * 4)
-    assert high4 - low4 < wide
-    assert group_interval(agree, pairs) == (low, high)  # seeded: reproducible
-    assert group_interval([6, 6], [6, 6]) == (1.0, 1.0)
-    assert group_interval([3], [6]) is None
 
 
 def test_a_verdict_inside_its_interval_of_doubt_says_so(setup):

@@ -212,3 +212,23 @@ def test_model_source_answers_turns_by_greedy_decoding(data):
                        max_new_tokens=q.max_new_tokens)[0]
         assert g.generated == tok.decode(ids, skip_special=False)
         assert len(g.generated.split()) <= q.max_new_tokens
+
+
+def test_a_gap_near_its_line_says_the_turns_do_not_settle_it(data):
+    split, _, items = data
+    val_convs = sorted({i.conv_id for i in items if i.split == "val"})
+    wrong = set(val_convs[: len(val_convs) // 9])  # about 11% of val answers wrong
+    truth = {i.prompt: i for i in items}
+
+    def mostly_right(queries: list[Query]) -> list[str]:
+        return ["" if truth[q.prompt].conv_id in wrong else truth[q.prompt].expected
+                for q in queries]
+
+    result = check(data, mostly_right)
+    v = result.values
+    assert v["gap_ci95_low"] < v["gap"] < v["gap_ci95_high"]
+    assert v["gap_ci95_low"] < TH["gap_pass"] <= v["gap_ci95_high"], v
+    assert "do not settle the verdict" in result.reason
+    clear = check(data, reciter(data[2]))  # a gap far above both lines
+    assert clear.values["gap_ci95_low"] > TH["gap_warn"]
+    assert "do not settle" not in clear.reason

@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-import numpy as np
-from scipy.stats import bootstrap
-
 from bankllm.tokenizer import normalize_text
+from diagnostics.analyses._common import rate_interval
 from diagnostics.results import CheckResult, table
 
 NAME = "consistency"
@@ -154,26 +152,6 @@ def _clip(text: str, n: int = 90) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def group_interval(agree: Sequence[int], pairs: Sequence[int],
-                   level: float = 0.95) -> tuple[float, float] | None:
-    """Percentile-bootstrap interval of the pooled agreement ``sum(agree) / sum(pairs)``,
-    resampling whole INV groups (pairs within a group share their prompts, so they are not
-    independent); seeded, so the same answers give the same interval. None under 2 groups."""
-    if len(agree) < 2 or sum(pairs) == 0:
-        return None
-    if len(set(a / p for a, p in zip(agree, pairs, strict=True) if p)) == 1:
-        value = sum(agree) / sum(pairs)  # every group alike: nothing to resample
-        return value, value
-
-    def pooled(a: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
-        return a.sum(axis=axis) / np.maximum(p.sum(axis=axis), 1)
-
-    result = bootstrap((np.asarray(agree), np.asarray(pairs)), pooled, paired=True,
-                       vectorized=True, confidence_level=level, method="percentile",
-                       n_resamples=2000, rng=np.random.default_rng(0))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
                         thresholds: Mapping[str, float]) -> CheckResult:
     """INV and MFT verdicts from the judged intent of each response.
@@ -249,7 +227,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         "novel_accuracy": novel_hits / n_mft if n_mft else None,
         "n_inv_groups": n_groups, "n_inv_pairs": pairs, "n_mft": n_mft, **judge_values,
     }
-    ci = group_interval(group_agree, group_pairs)
+    ci = rate_interval(group_agree, group_pairs)
     values["consistency_ci95_low"], values["consistency_ci95_high"] = ci or (None, None)
     statuses, parts = [], []
     if values["consistency"] is not None:

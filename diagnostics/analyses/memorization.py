@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bankllm.tokenizer import Tokenizer, normalize_text, split_words
+from diagnostics.analyses._common import rate_interval
 from diagnostics.results import CheckResult, table
 
 NAME = "memorization"
@@ -307,6 +308,18 @@ def _measure(gens: Sequence[Generation], ratio: float, train_values: Mapping[str
     return r
 
 
+def _hits_by_conversation(gens: Sequence[Generation], split: str) -> tuple[list, list]:
+    """Exact-match hits and agent turns per conversation of ``split`` (the clusters of the
+    gap's bootstrap: turns of one conversation are not independent)."""
+    hits: dict[str, int] = {}
+    turns: dict[str, int] = {}
+    for g in gens:
+        if g.item.kind == "turn" and g.item.split == split:
+            hits[g.item.conv_id] = hits.get(g.item.conv_id, 0) + (g.generated == g.item.expected)
+            turns[g.item.conv_id] = turns.get(g.item.conv_id, 0) + 1
+    return [hits[c] for c in turns], [turns[c] for c in turns]
+
+
 def _band(value: float, pass_at: float, warn_at: float) -> str:
     return "PASS" if value <= pass_at else "WARN" if value <= warn_at else "FAIL"
 
@@ -353,8 +366,9 @@ def analyse_memorization(
     n_train_conversations: int,
     thresholds: Mapping[str, float],
 ) -> CheckResult:
-    """Memorization gap ``EM_train - EM_val`` (PASS <= gap_pass, WARN <= gap_warn, else FAIL)
-    and value regurgitation in val answers (WARN > regurgitation_warn, FAIL >
+    """Memorization gap ``EM_train - EM_val`` (PASS <= gap_pass, WARN <= gap_warn, else FAIL),
+    with a 95% bootstrap interval over conversations (``gap_ci95_low``/``_high``; the reason
+    says when it spans a verdict line), and value regurgitation in val answers (WARN > regurgitation_warn, FAIL >
     regurgitation_fail); the status is the worse of the two.
 
     ``generations``: the model's, for :func:`build_items`' items; ``chance``: an untrained
@@ -387,9 +401,13 @@ def analyse_memorization(
         for k in ("regurgitation", "regurgitation_any", "values_generated"):
             base[k] = chance_val[k]
     gap = train["exact"] - val["exact"]
+    gap_ci = rate_interval(*_hits_by_conversation(generations, "train"),
+                           minus=_hits_by_conversation(generations, "val"))
     values: dict[str, Any] = {
         "em_train": train["exact"], "em_val": val["exact"], "em_chance": base.get("exact"),
         "gap": gap,
+        "gap_ci95_low": gap_ci[0] if gap_ci else None,
+        "gap_ci95_high": gap_ci[1] if gap_ci else None,
         "fuzzy_train": train["fuzzy"], "fuzzy_val": val["fuzzy"],
         "fuzzy_chance": base.get("fuzzy"),
         "token_match_train": train["token_match"], "token_match_val": val["token_match"],
@@ -447,8 +465,12 @@ def analyse_memorization(
         f"are private training values (any training value: {val['regurgitation_any']:.1%}; "
         f"values in ≥ {public} training conversations count as public)")
     em = (f"EM train {train['exact']:.1%} vs val {val['exact']:.1%} (gap {gap:+.1%}"
+          + (f", 95% CI {gap_ci[0]:+.1%} to {gap_ci[1]:+.1%} over conversations"
+             if gap_ci else "")
           + (f", chance {base['exact']:.1%}" if "exact" in base else "") + ")")
     parts = [em]
+    if gap_ci and any(gap_ci[0] < line <= gap_ci[1] for line in (th["gap_pass"], th["gap_warn"])):
+        parts.append("the interval spans a verdict line: these turns do not settle the verdict")
     if gap_status == "PASS":
         parts.append(f"gap ≤ {th['gap_pass']:.0%}")
     else:
