@@ -368,8 +368,8 @@ def analyse_memorization(
 ) -> CheckResult:
     """Memorization gap ``EM_train - EM_val`` (PASS <= gap_pass, WARN <= gap_warn, else FAIL),
     with a 95% bootstrap interval over conversations (``gap_ci95_low``/``_high``; the reason
-    says when it spans a verdict line), and value regurgitation in val answers (WARN > regurgitation_warn, FAIL >
-    regurgitation_fail); the status is the worse of the two.
+    says when it spans a verdict line), and value regurgitation in val answers (WARN >
+    regurgitation_warn, FAIL > regurgitation_fail); the status is the worse of the two.
 
     ``generations``: the model's, for :func:`build_items`' items; ``chance``: an untrained
     model's for the same items (may be empty). ``train_values``: :func:`training_values` of the
