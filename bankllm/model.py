@@ -44,14 +44,18 @@ class GPTConfig:
 DROPOUT_RESOLUTION = 2**16  # a dropout mask spends 16 random bits per element
 
 
+def _dropped_words(p: float) -> int:
+    """How many of the 2**16 values of a 16-bit word drop an element: ``p`` rounded."""
+    return min(round(p * DROPOUT_RESOLUTION), DROPOUT_RESOLUTION - 1)
+
+
 def dropout_keep_scale(p: float) -> float:
     """``1 / P(keep)`` for :func:`dropout_mask`'s drop probability ``p`` rounded to 2**-16.
 
     Scaling kept elements by it keeps ``E[dropout(y)] = y`` exactly (the rounding moves the
     drop probability by at most 7.6e-6).
     """
-    dropped = min(round(p * DROPOUT_RESOLUTION), DROPOUT_RESOLUTION - 1)
-    return DROPOUT_RESOLUTION / (DROPOUT_RESOLUTION - dropped)
+    return DROPOUT_RESOLUTION / (DROPOUT_RESOLUTION - _dropped_words(p))
 
 
 def dropout_mask(
@@ -66,9 +70,8 @@ def dropout_mask(
     n = math.prod(shape)
     draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words = draws.random_(-(2**63), 2**63 - 1).view(torch.int16)  # uniform over int16
-    dropped = min(round(p * DROPOUT_RESOLUTION), DROPOUT_RESOLUTION - 1)
     mask = torch.empty(words.shape, dtype=dtype, device=device)
-    torch.ge(words, -(2**15) + dropped, out=mask)
+    torch.ge(words, -(2**15) + _dropped_words(p), out=mask)
     return mask[:n].view(shape)
 
 

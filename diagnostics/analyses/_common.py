@@ -86,3 +86,8 @@ def rate_interval(
     result = bootstrap(data, statistic, vectorized=True, paired=False, confidence_level=level,
                        method="percentile", n_resamples=2000, rng=np.random.default_rng(0))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def spans_a_line(interval: tuple[float, float] | None, lines: Sequence[float]) -> bool:
+    """True when ``interval`` (low, high] contains one of the verdict ``lines``."""
+    return interval is not None and any(interval[0] < line <= interval[1] for line in lines)

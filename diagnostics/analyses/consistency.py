@@ -23,7 +23,7 @@ from itertools import combinations
 from typing import Any
 
 from bankllm.tokenizer import normalize_text
-from diagnostics.analyses._common import rate_interval
+from diagnostics.analyses._common import rate_interval, spans_a_line
 from diagnostics.results import CheckResult, table
 
 NAME = "consistency"
@@ -190,7 +190,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
     prompts = probe_prompts(probes, ("inv", "mft"))
     intent = dict(zip(prompts, judge.predict([responses[p] for p in prompts]), strict=True))
 
-    agree = pairs = all_same = all_right = 0
+    all_same = all_right = 0
     group_agree, group_pairs = [], []
     inv_rows, inv_status, failures_inv = [], [], []
     for group in probes.inv:
@@ -198,8 +198,6 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         together = [a == b and a != NO_ANSWER for a, b in combinations(got, 2)]
         group_agree.append(sum(together))
         group_pairs.append(len(together))
-        pairs += len(together)
-        agree += sum(together)
         same = len(set(got)) == 1 and got[0] != NO_ANSWER
         right = same and got[0] == group["intent"]
         all_same += same
@@ -220,6 +218,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
                                  "prompt": rec["prompt"], "response": responses[rec["prompt"]],
                                  "judged": intent[rec["prompt"]]})
     n_groups, n_mft = len(probes.inv), len(probes.mft)
+    agree, pairs = sum(group_agree), sum(group_pairs)
     values: dict[str, Any] = {
         "consistency": agree / pairs if pairs else None,
         "all_consistent": all_same / n_groups if n_groups else None,
@@ -239,7 +238,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
                      f"{values['consistent_and_correct']:.0%} of {n_groups} groups all answer "
                      "the expected intent")
         lines = [th["consistency_pass"], th["consistency_pass"] - th["warn_margin"]]
-        if ci and any(ci[0] < line <= ci[1] for line in lines):
+        if spans_a_line(ci, lines):
             parts.append(f"the interval spans a verdict line: {n_groups} probe groups do not "
                          "settle the verdict")
     if values["novel_accuracy"] is not None:

@@ -69,8 +69,7 @@ def _phases(
     x = np.array([steps[g].mean() for g in groups])
     y = np.array([np.log(loss[g]).mean() for g in groups])
     # A phase lasts at least an epoch: within one, step losses follow the batch order
-    # (length-bucketed batches differ in difficulty), so a shorter "rising" segment at the
-    # end of a run is the last batches' composition, not a change in learning.
+    # (length-bucketed batches differ in difficulty), not a change in learning.
     per_epoch = math.ceil(steps_per_epoch * len(groups) / n)
     segs = _segments(x, y, int(th["max_phases"]), min_size=per_epoch)
     fits = [np.polyfit(x[a:b], y[a:b], 1) if b - a > 1 else (0.0, y[a]) for a, b in segs]

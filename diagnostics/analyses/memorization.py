@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bankllm.tokenizer import Tokenizer, normalize_text, split_words
-from diagnostics.analyses._common import rate_interval
+from diagnostics.analyses._common import rate_interval, spans_a_line
 from diagnostics.results import CheckResult, table
 
 NAME = "memorization"
@@ -469,7 +469,7 @@ def analyse_memorization(
              if gap_ci else "")
           + (f", chance {base['exact']:.1%}" if "exact" in base else "") + ")")
     parts = [em]
-    if gap_ci and any(gap_ci[0] < line <= gap_ci[1] for line in (th["gap_pass"], th["gap_warn"])):
+    if spans_a_line(gap_ci, (th["gap_pass"], th["gap_warn"])):
         parts.append("the interval spans a verdict line: these turns do not settle the verdict")
     if gap_status == "PASS":
         parts.append(f"gap ≤ {th['gap_pass']:.0%}")
