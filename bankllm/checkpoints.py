@@ -133,10 +133,12 @@ def load_state(path: str | Path) -> dict[str, Any]:
             f"it was executed{f' ({detail[:160]})' if detail else ''}"
         ) from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, ... for a damaged file
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first.split(". ")[0].rstrip(".")[:160]  # torch's first sentence
         raise BankLLMError(
             f"{path}: cannot load resumable state, the file is damaged or not a torch "
-            f"checkpoint ({type(exc).__name__}: {first})"
+            f"checkpoint ({type(exc).__name__}: {first}); restore it from a copy, or start a "
+            f"new run (the best weights, {BEST_WEIGHTS}, are a separate file)"
         ) from None
     required = ("model", "optimizer", "scheduler", "progress", "rng", "metrics")
     if not isinstance(state, dict) or not all(k in state for k in required):
@@ -225,6 +227,12 @@ def load_model(
     tokenizer = tokenizer or Tokenizer.load(run_dir / TOKENIZER_FILE)
     model = GPT(gpt_config(config, len(tokenizer)))
     if which == "best":
+        if not (run_dir / BEST_WEIGHTS).exists() and (run_dir / STATE_FILE).exists():
+            raise BankLLMError(
+                f"{run_dir}: no best weights yet ({BEST_WEIGHTS} is written when the first "
+                f"epoch's validation ends); continue the run with: bankllm train --resume "
+                f"{run_dir}"
+            )
         load_weights(model, run_dir / BEST_WEIGHTS)
     elif which == "last":
         try:

@@ -80,7 +80,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="re-render the diagnostics report from its JSON")
-    p.add_argument("--run", default=DEFAULT_RUN, help="run whose report to show")
+    p.add_argument(
+        "--run", default=None, help="the run the report must be for (default: whichever it is)"
+    )
     p.add_argument("--report-dir", default="reports", help="folder holding diagnostics.json")
     p.set_defaults(handler="diagnostics.report:cli_report")
 

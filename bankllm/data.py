@@ -279,6 +279,8 @@ def cli_stats(args: Any) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    if args.min_freq < 1:  # as the train config's min_freq
+        raise BankLLMError(f"--min-freq must be >= 1, got {args.min_freq}")
     stats = corpus_stats(load_conversations(args.file), min_freq=args.min_freq)
     table = Table(title=f"{args.file}", show_header=False)
     for key in ("conversations", "messages", "tokens", "vocab_size", "min_freq"):

@@ -39,8 +39,13 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` to fill a temporary file, fsync it, rename it to ``path``."""
+    """Call ``write(tmp_path)`` to fill a temporary file, fsync it, rename it to ``path``.
+
+    A ``path`` that is an existing folder is a :class:`BankLLMError` (nothing is written).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise BankLLMError(f"{path}: is a folder; give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -372,6 +372,8 @@ def cli_generate(args: Any) -> int:
         raise BankLLMError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_k < 0:
         raise BankLLMError(f"--top-k must be >= 0, got {args.top_k}")
+    if any(not prompt.strip() for prompt in args.prompts):
+        raise BankLLMError("a prompt is empty: give the customer's message as text")
     run_dir = Path(args.run)
     model = load_model(run_dir)
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)

@@ -8,18 +8,46 @@ bf16-capable GPU. Everything else runs fp32.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
 
 
+def cpu_bf16_support() -> str:
+    """How this CPU multiplies bf16 matrices natively: ``"AMX"`` (tile units, several times
+    its AVX-512 rate), ``"AVX512-BF16"`` (dot-product instructions, about twice its fp32 rate)
+    or ``"none"``."""
+    cpu = getattr(torch, "cpu", None)
+
+    def has(name: str) -> bool:
+        try:
+            return bool(getattr(cpu, name, lambda: False)())
+        except Exception:  # a private torch probe: absent or failing means "no"
+            return False
+
+    if has("_is_amx_tile_supported"):
+        return "AMX"
+    return "AVX512-BF16" if has("_is_avx512_bf16_supported") else "none"
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU runs bf16 matrix multiplies natively (AMX or AVX512-BF16)."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return cpu_bf16_support() != "none"
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (``/proc/cpuinfo``), else the platform's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def fast_bf16(device: torch.device | str) -> bool:

@@ -891,7 +891,7 @@ def cli_synth(args: Any) -> int:
     lengths = Counter(len(r["messages"]) // 2 for r in records)
     summary = (
         f"wrote {len(records)} conversations to {output} "
-        f"({len({m['intent'] for r in records for m in r['messages']})} intents; exchanges "
+        f"({len({r['intent'] for r in records})} intents; exchanges "
         + ", ".join(f"{k}: {lengths[k]}" for k in sorted(lengths)) + ")"
     )
     if args.probes_dir:

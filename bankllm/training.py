@@ -783,12 +783,15 @@ def default_run_name() -> str:
 def cli_train(args: Any) -> int:
     """``bankllm train``: train a new run, or continue one with ``--resume RUN``."""
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / ckpt.CONFIG_FILE).exists():
-            raise BankLLMError(f"{run_dir}: not a run directory (no {ckpt.CONFIG_FILE})")
+        run_dir = _resume_dir(args)
+        done = (run_dir / ckpt.METRICS_FILE).exists() and ckpt.read_metrics(run_dir)["status"]
+        if done == "completed":
+            print(f"{run_dir}: the run is already completed; nothing to resume")
+            return 0
         cfg = ckpt.read_config(run_dir)
         resume = True
     else:
+        _check_run_name(args.name)
         overrides = list(args.overrides)
         if args.data:
             overrides.append(f"data={args.data}")
@@ -799,6 +802,42 @@ def cli_train(args: Any) -> int:
         return _train_in_context(args, cfg, resume, ctx)
     finally:
         distributed.teardown(ctx)
+
+
+def _resume_dir(args: Any) -> Path:
+    """The run ``--resume`` names, refusing options that would be silently ignored."""
+    ignored = [
+        flag
+        for flag, value in (
+            ("--config", args.config),
+            ("--set", args.overrides),
+            ("--data", args.data),
+            ("--name", args.name),
+        )
+        if value
+    ]
+    if ignored:
+        raise BankLLMError(
+            f"{' and '.join(ignored)} cannot be combined with --resume: a resumed run keeps "
+            "its saved config, data and name; start a new run to change them"
+        )
+    run_dir = Path(args.resume)
+    if (run_dir / ckpt.CONFIG_FILE).exists():
+        return run_dir
+    hint = ""
+    if (Path(args.runs_dir) / run_dir / ckpt.CONFIG_FILE).exists():
+        hint = f"; did you mean --resume {Path(args.runs_dir) / run_dir}?"
+    what = "not a run directory (no config.json)" if run_dir.is_dir() else "no such run"
+    raise BankLLMError(f"{run_dir}: {what}{hint}")
+
+
+def _check_run_name(name: str | None) -> None:
+    """A run name is one folder name under ``--runs-dir``: no separators, not . or .."""
+    if name is not None and (not name or name in (".", "..") or any(c in name for c in "/\\")):
+        raise BankLLMError(
+            f"--name {name!r}: a run name is one folder name (no '/' or '\\'); "
+            "use --runs-dir to choose where runs go"
+        )
 
 
 def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distributed.Context) -> int:
@@ -815,7 +854,13 @@ def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distribute
                 f"{run_dir}: a run of that name exists; pick another --name or "
                 f"continue it with --resume {run_dir}"
             )
-    trainer = Trainer(cfg, run_dir, resume=resume, show_progress=not args.quiet, ctx=ctx)
+    created = not run_dir.exists()
+    try:
+        trainer = Trainer(cfg, run_dir, resume=resume, show_progress=not args.quiet, ctx=ctx)
+    except BankLLMError:  # bad data or config: leave no empty run folder behind
+        if created and ctx.is_main and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     if ctx.is_main:
         print(
             f"bankllm: {trainer.metrics['n_params']:,} parameters, vocabulary "

@@ -9,6 +9,7 @@ quality. Prints tables and writes ``reports/bench.json`` atomically.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from bankllm.errors import EXIT_USAGE, BankLLMError
 from bankllm.fileio import atomic_write_json
 from bankllm.model import GPT
 from bankllm.precision import resolve_precision
@@ -33,6 +35,22 @@ from bench.workload import (
 )
 
 SCHEMA_VERSION = 1
+DEFAULT_MEASURED_RUN = "runs/latest"
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,15 +58,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a short smoke run (few steps)")
     parser.add_argument("--size", choices=sorted(SIZES), default="default", help="model shape")
     parser.add_argument("--data", default=None, help="corpus (default: the bundled one)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 2)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 8)")
+    count, positive = _at_least(0), _at_least(1)
+    parser.add_argument("--warmup", type=count, default=None, help="untimed steps (default 2)")
+    parser.add_argument("--steps", type=positive, default=None, help="timed steps (default 8)")
     parser.add_argument(
-        "--naive-steps", type=int, default=None, help="timed naive steps (default: --steps)"
+        "--naive-steps", type=positive, default=None, help="timed naive steps (default: --steps)"
     )
-    parser.add_argument("--parity-epochs", type=int, default=None, help="parity recipe (2)")
-    parser.add_argument("--gen-prompts", type=int, default=None, help="prompts (default 256)")
+    parser.add_argument("--parity-epochs", type=positive, default=None, help="parity recipe (2)")
+    parser.add_argument("--gen-prompts", type=positive, default=None, help="prompts (default 256)")
     parser.add_argument(
-        "--gen-naive-prompts", type=int, default=None, help="of which decoded naively (64)"
+        "--gen-naive-prompts", type=positive, default=None, help="of which decoded naively (64)"
     )
     parser.add_argument(
         "--skip",
@@ -57,8 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["naive", "bankllm", "peer", "generation", "parity"],
         help="leave a part out (repeatable)",
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--measured-run", default="runs/latest", help="a real run to quote")
+    parser.add_argument("--threads", type=count, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--measured-run",
+        default=None,
+        help=f"a real run to quote (default {DEFAULT_MEASURED_RUN}, skipped if absent)",
+    )
     parser.add_argument("--out", default="reports/bench.json", help="where to write the JSON")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -122,7 +145,30 @@ def measure_training(
     return {name: training[name] for name in order}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def check_out(path: str) -> None:
+    """Fail early, before any timing, when ``--out`` cannot be written as a file."""
+    out = Path(path)
+    if out.is_dir():
+        raise BankLLMError(
+            f"--out {path}: is a folder; give a file path such as {out / 'bench.json'}"
+        )
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BankLLMError(f"--out {path}: {parent} is not a folder; give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BankLLMError(f"--out {path}: cannot write in {parent}; give another path")
+
+
+def read_measured_run(path: str | None) -> dict[str, Any] | None:
+    """The run ``--measured-run`` names; the default may be absent, an explicit one may not."""
+    if path is None:
+        return report.measured_run(Path(DEFAULT_MEASURED_RUN))
+    return report.measured_run(Path(path), required=True)
+
+
+def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every part of the benchmark; return the result written to JSON."""
     load_start = load_average()
     cfg = bench_config(args.size, args.data)
@@ -142,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["share_of_matmul_peak"] = round(row["flops_per_second"] / peak[row["precision"]], 3)
 
     recipe = train_speed.recipe_projection(work, training["naive"], training["bankllm"])
-    recipe["measured"] = report.measured_run(Path(args.measured_run))
+    recipe["measured"] = measured
 
     if "parity" in args.skip:
         parity_result, trained = _skipped(), None
@@ -179,16 +225,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bankllm_fp32_vs_peer_fp32": report.ratio(fp32, training["peer_fp32"]),
         "bankllm_fp32_vs_naive": report.ratio(fp32, training["naive"]),
     }
+    limits = {k: round(v / per_token) for k, v in peak.items()}
     targets = report.evaluate_targets(
         {
             "bankllm_tokens_per_second": bankllm.get("tokens_per_second"),
+            "bankllm_share_of_peak": bankllm.get("share_of_matmul_peak"),
             "recipe_speedup": recipe.get("speedup"),
             "vs_peer_bf16": ratios["bankllm_vs_peer_bf16"],
             "vs_peer_fp32": ratios["bankllm_fp32_vs_peer_fp32"],
             "padding_share": bankllm.get("padding_share_recipe"),
             "generation_speedup": generation.get("speedup"),
             "parity_relative_difference": parity_result.get("relative_difference"),
-        }
+        },
+        ceilings={"bankllm_tokens_per_second": limits.get(bankllm.get("precision", ""))},
     )
     load = {"start": load_start, "end": load_average()}
     machine = {**machine_info(), "matmul_peak_flops": peak}
@@ -216,7 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": cfg.batch_size,
             "default_precision": default_precision,
             # tokens/s if every FLOP ran at this machine's best matmul rate
-            "compute_limit_tokens_per_second": {k: round(v / per_token) for k, v in peak.items()},
+            "compute_limit_tokens_per_second": limits,
         },
         "training": training,
         "ratios": ratios,
@@ -258,11 +307,21 @@ def matmul_peak_flops(quick: bool = False) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench``; returns the process exit code."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = run(args)
-    atomic_write_json(args.out, result)
+    try:
+        check_out(args.out)
+        measured = read_measured_run(args.measured_run)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = run(args, measured)
+        try:
+            atomic_write_json(args.out, result)
+        except OSError as exc:
+            raise BankLLMError(f"--out {args.out}: cannot write ({exc.strerror})") from None
+    except BankLLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     report.print_report(result)
     print(f"wrote {args.out}")
     return 0

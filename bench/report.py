@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bankllm.config import TrainConfig
+from bankllm.errors import BankLLMError
+from bankllm.fileio import read_json
 
 # the issue's targets: (key, description, threshold, higher is better)
 TARGETS: tuple[tuple[str, str, float, bool], ...] = (
     ("bankllm_tokens_per_second", "bankllm default training tok/s", 8000.0, True),
+    # what the issue means by 8,000 tok/s ("about 1 TFLOP/s, a third of the matmul peak" of
+    # the AMX machine it was written on), measured against this machine's own peak
+    ("bankllm_share_of_peak", "bankllm default training, share of matmul peak", 1 / 3, True),
     ("recipe_speedup", "full recipe vs naive (projected)", 10.0, True),
     ("vs_peer_bf16", "tok/s vs transformers peer, bf16", 1.5, True),
     ("vs_peer_fp32", "tok/s vs transformers peer, fp32", 1.5, True),
@@ -54,22 +59,57 @@ def warnings(load: dict[str, float | None], machine: dict[str, Any]) -> list[str
     return [text]
 
 
-def evaluate_targets(values: dict[str, float | None]) -> dict[str, Any]:
+def evaluate_targets(
+    values: dict[str, float | None], ceilings: dict[str, float | None] | None = None
+) -> dict[str, Any]:
+    """Each target of :data:`TARGETS` with its measured value and whether it is met.
+
+    ``ceilings`` gives, for a higher-is-better target, the most this machine can reach (tokens/s
+    if every FLOP ran at its measured matmul peak): a target above it is marked
+    ``reachable: False``, so a miss that no code can close is told apart from one that code can.
+    """
     out = {}
     for key, what, threshold, higher in TARGETS:
         value = values.get(key)
         met = None if value is None else (value >= threshold if higher else value <= threshold)
-        out[key] = {"what": what, "target": threshold, "value": value, "met": met}
+        row: dict[str, Any] = {"what": what, "target": threshold, "value": value, "met": met}
+        ceiling = (ceilings or {}).get(key)
+        if higher and ceiling is not None:
+            row["ceiling"] = ceiling
+            row["reachable"] = threshold <= ceiling
+        out[key] = row
     return out
 
 
-def measured_run(path: Path) -> dict[str, Any] | None:
-    """``train_seconds`` and friends of a real run (e.g. ``runs/latest``), if there is one."""
+def _met_cell(row: dict[str, Any]) -> str:
+    if row["met"] is None:
+        return "-"
+    if row["met"]:
+        return "[green]yes"
+    if row.get("reachable") is False:
+        return f"[red]no[/]: above this machine's ceiling ({_num(row['ceiling'])})"
+    return "[red]no"
+
+
+def measured_run(path: Path, required: bool = False) -> dict[str, Any] | None:
+    """``train_seconds`` and friends of a real run (e.g. ``runs/latest``), if there is one.
+
+    A missing or unreadable run is ``None``, or a :class:`BankLLMError` when ``required``.
+    """
     try:
-        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        if not path.is_dir():
+            raise BankLLMError(f"{path}: {'not a' if path.exists() else 'no such'} folder")
+        metrics = read_json(path / "metrics.json", "run metrics")
+        config = read_json(path / "config.json", "run config")
+        if not isinstance(metrics, dict) or not isinstance(config, dict):
+            raise BankLLMError(f"{path}: metrics.json or config.json is not a JSON object")
+    except BankLLMError as exc:
+        if not required:
+            return None
+        raise BankLLMError(
+            f"--measured-run: {exc}; give a run folder that 'bankllm train' wrote, "
+            "or leave the option out"
+        ) from None
     default = TrainConfig()
     shape = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "epochs", "batch_size")
     return {
@@ -96,14 +136,15 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     console = console or Console(width=max(Console().width, 120))
     training = result["training"]
     naive = training.get("naive", {})
-    table = Table(title=f"training throughput ({result['workload']['description']})")
+    description = escape(result["workload"]["description"])
+    table = Table(title=f"training throughput ({description})")
     for column in ("pipeline", "precision", "micro-batches", "target tok/s", "ms/step"):
         table.add_column(column, justify="right" if "/" in column else "left")
     for column in ("padding (recipe)", "model TFLOP/s", "of peak", "vs naive"):
         table.add_column(column, justify="right")
     for name, row in training.items():
         if row.get("status") != "ok":
-            table.add_row(name, "-", row.get("status", "-"), *["-"] * 6)
+            table.add_row(name, "-", escape(row.get("status", "-")), *["-"] * 6)
             continue
         table.add_row(
             name,
@@ -132,7 +173,8 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     if measured:
         summary.add_row(
             "measured run",
-            f"{measured['run']}: {measured['status']}, {measured['epochs_done']} epochs, "
+            f"{escape(measured['run'])}: {escape(str(measured['status']))}, "
+            f"{measured['epochs_done']} epochs, "
             f"train_seconds {_num(measured['train_seconds'], ',.1f')}, "
             f"{_num(measured['tokens_per_second'])} tok/s",
         )
@@ -147,7 +189,7 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
             f"({gen['speedup']:.1f}x); {gen['prompts']} prompts, {gen['precision']}",
         )
     else:
-        summary.add_row("greedy generation", gen.get("status", "-"))
+        summary.add_row("greedy generation", escape(gen.get("status", "-")))
     parity = result["parity"]
     if parity.get("status") == "ok":
         summary.add_row(
@@ -157,15 +199,16 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
             f"{parity['relative_difference']:.2%} (tolerance {parity['tolerance']:.0%})",
         )
     else:
-        summary.add_row("bf16 vs fp32", parity.get("status", "-"))
+        summary.add_row("bf16 vs fp32", escape(parity.get("status", "-")))
     console.print(summary)
 
     targets = Table(title="targets")
     for column in ("target", "threshold", "value", "met"):
         targets.add_column(column)
     for row in result["targets"].values():
-        met = {True: "[green]yes", False: "[red]no", None: "-"}[row["met"]]
-        targets.add_row(row["what"], str(row["target"]), _num(row["value"], ",.3f"), met)
+        targets.add_row(
+            row["what"], f"{row['target']:g}", _num(row["value"], ",.3f"), _met_cell(row)
+        )
     console.print(targets)
     for text in result.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {text}")
+        console.print(f"[yellow]warning:[/] {escape(text)}")

@@ -55,36 +55,18 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def machine_info() -> dict[str, str]:
     """What this machine's CPU does for training numerics: torch's vector ISA (AVX512, AVX2,
     ...), native bf16 (AMX, AVX512-BF16 or none), CPU model, OS and Python."""
     import torch
 
-    cpu = getattr(torch, "cpu", None)
-
-    def has(name: str) -> bool:
-        try:
-            return bool(getattr(cpu, name, lambda: False)())
-        except Exception:  # a private torch probe: absent or failing means "no"
-            return False
+    from bankllm.precision import cpu_bf16_support, cpu_model
 
     try:
         isa = str(torch.backends.cpu.get_cpu_capability())
     except Exception:
         isa = "unknown"
-    bf16 = ("AMX" if has("_is_amx_tile_supported")
-            else "AVX512-BF16" if has("_is_avx512_bf16_supported") else "none")
-    return {"cpu_isa": isa, "cpu_bf16": bf16, "cpu_model": _cpu_model(),
+    return {"cpu_isa": isa, "cpu_bf16": cpu_bf16_support(), "cpu_model": cpu_model(),
             "platform": platform.platform(), "python": platform.python_version()}
 
 
@@ -163,7 +145,7 @@ def gate_result(run_dir: str | Path, baseline_path: str | Path,
     the command that makes one), FAIL for an unreadable baseline, else analyse_regression."""
     baseline_path = Path(baseline_path)
     try:
-        tolerance = _tolerance(tolerance)
+        tolerance = check_tolerance(tolerance)
     except BankLLMError as exc:
         return CheckResult(NAME, "FAIL", str(exc))
     if not baseline_path.is_file():
@@ -220,7 +202,8 @@ def render(result: CheckResult, console: Any, run_dir: Any, baseline_path: Any) 
     console.print(f"[{_STYLE[result.status]}]verdict: {verdict}[/] — {result.reason}")
 
 
-def _tolerance(value: Any) -> float:
+def check_tolerance(value: Any) -> float:
+    """``--tolerance`` as a float (None: the default); not finite or below 0 is an error."""
     tol = DEFAULT_TOLERANCE if value is None else float(value)
     if not math.isfinite(tol) or tol < 0:
         raise BankLLMError(f"--tolerance must be a finite number >= 0, got {value}")
@@ -263,7 +246,7 @@ def cli_gate(args: Any) -> int:
     from rich.console import Console
 
     console = Console(highlight=False)
-    tolerance = _tolerance(args.tolerance)
+    tolerance = check_tolerance(args.tolerance)
     path = Path(args.baseline)
     run = summarize_run(args.run)
     if args.update:

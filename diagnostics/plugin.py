@@ -7,7 +7,9 @@ Loaded only by ``diagnostics/conftest.py`` (never through an entry point, so the
     --thresholds FILE   TOML overriding the thresholds (see diagnostics.thresholds)
     --report-dir DIR    where diagnostics.json/.svg/.html and loss_curves.png go (default reports)
     --baseline FILE     val-loss baseline of the regression check (default reports/baseline.json)
-    --tolerance REL     allowed relative increase of best val loss over it (default 0.02)
+    --tolerance REL     allowed relative increase of best val loss over it (default 0.02;
+                        finite and >= 0, checked as ``bankllm gate`` does)
+    --known-fail CHECK  a check (one of results.CHECK_NAMES) whose FAIL xfails (repeatable)
     --strict            pytest's own flag; here it also makes WARN verdicts fail
     --no-<section>      one per entry of OPTIONAL_SECTIONS (skips tests marked
                         ``@pytest.mark.optional_section("<section>")``)
@@ -21,6 +23,7 @@ the results of all workers and, at session end, writes and prints the report (re
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from typing import Any
 import pytest
 
 from bankllm.errors import BankLLMError
-from diagnostics.results import CheckResult
+from diagnostics.results import CHECK_NAMES, CheckResult
 from diagnostics.thresholds import Thresholds, load_thresholds
 
 DEFAULT_RUN = "runs/latest"
@@ -115,11 +118,26 @@ def pytest_configure(config: pytest.Config) -> None:
     except BankLLMError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_THRESHOLDS] = th
+    _check_options(config)
     # Before torch is imported: N workers on C cores get C // N threads each.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(_threads()))
     if not hasattr(config, "workerinput"):  # the controller (or the only process)
         config.pluginmanager.register(ReportCollector(config), "bankllm-diagnostics-report")
+
+
+def _check_options(config: pytest.Config) -> None:
+    """--tolerance as ``bankllm gate`` checks it; --known-fail names a check of the suite."""
+    from diagnostics.gate import check_tolerance  # scipy: import when needed
+
+    try:
+        check_tolerance(config.option.bankllm_tolerance)
+    except BankLLMError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    unknown = [n for n in config.option.bankllm_known_fail or [] if n not in CHECK_NAMES]
+    if unknown:
+        raise pytest.UsageError(f"--known-fail: unknown check {', '.join(map(repr, unknown))}; "
+                                f"valid checks: {', '.join(CHECK_NAMES)}")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -261,6 +279,23 @@ def _check_name(nodeid: str) -> str:
     return name.removeprefix("test_")
 
 
+def _snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
+    """``{file: (inode, mtime_ns)}`` of the plain files in ``folder`` ({} if it is missing)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return {}
+    out: dict[Path, tuple[int, int]] = {}
+    for path in entries:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out[path] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
 def _first_line(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple):  # skip: (path, lineno, "Skipped: reason")
@@ -281,6 +316,7 @@ class ReportCollector:
         self.report: dict[str, Any] | None = None
         self.written: list[Path] = []
         self.error: str | None = None
+        self.before = _snapshot(report_dir(config))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         recorded = [v for k, v in report.user_properties if k == USER_PROPERTY]
@@ -307,6 +343,10 @@ class ReportCollector:
             self.written = rep.write_report(self.report, report_dir(self.config))
         except (OSError, BankLLMError) as exc:
             self.error = f"could not write the report to {report_dir(self.config)}: {exc}"
+        # files the checks wrote there themselves (e.g. the ablation's scaling_curve.png)
+        after = _snapshot(report_dir(self.config))
+        self.written += sorted(p for p, stamp in after.items()
+                               if self.before.get(p) != stamp and p not in self.written)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.report is None:

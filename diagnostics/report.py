@@ -37,12 +37,11 @@ from bankllm.fileio import (
     read_json,
     validate_json,
 )
-from diagnostics.results import STATUSES, CheckResult, jsonable, tally, worst
+from diagnostics.results import CHECK_NAMES, STATUSES, CheckResult, jsonable, tally, worst
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "diagnostics.json"
-CHECK_ORDER = ("initial_loss", "loss_phases", "overfitting", "leakage", "memorization",
-               "consistency", "faithfulness", "ablation", "gate")
+CHECK_ORDER = CHECK_NAMES
 STATUS_STYLE = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red", "SKIP": "cyan"}
 ROW_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "cyan"}
 PHASE_STYLES = ("cyan", "green", "yellow", "magenta", "blue", "red")
@@ -384,9 +383,11 @@ def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path
     return written
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    """Read and validate a diagnostics.json; errors say to run ``pytest diagnostics``."""
-    hint = "run `pytest diagnostics` to (re)create it"
+def load_report(path: str | Path, run: str | None = None) -> dict[str, Any]:
+    """Read and validate a diagnostics.json; errors say to run ``pytest diagnostics`` (with
+    ``--run run`` when a run is named)."""
+    command = "pytest diagnostics" + (f" --run {run}" if run else "")
+    hint = f"run `{command}` to (re)create it"
     try:
         report = read_json(path, "diagnostics report")
         validate_report(report, str(path))
@@ -395,16 +396,25 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return report
 
 
+def _same_run(shown: str | None, wanted: str) -> bool:
+    return bool(shown) and Path(str(shown)).resolve() == Path(wanted).resolve()
+
+
 def cli_report(args: Any) -> int:
     """``bankllm report``: re-render the terminal report from ``<report-dir>/diagnostics.json``
-    without recomputing anything."""
-    report = load_report(Path(args.report_dir) / REPORT_JSON)
-    console = Console(highlight=False)
+    without recomputing anything. With ``--run X``, X must exist and be the run the report is
+    for; otherwise the error says how to diagnose X."""
     wanted = getattr(args, "run", None)
-    if wanted and Path(wanted).exists():
-        shown = report.get("run", {}).get("path")
-        if shown and Path(shown).resolve() != Path(wanted).resolve():
-            console.print(f"[yellow]note:[/] this report is for {shown}, not {wanted}; "
-                          "run `pytest diagnostics --run ...` to diagnose that run")
+    if wanted is not None and not Path(wanted).is_dir():
+        raise BankLLMError(f"{wanted}: no such run directory; pass an existing run to --run, or "
+                           "train one with `bankllm train`")
+    path = Path(args.report_dir) / REPORT_JSON
+    report = load_report(path, wanted)
+    shown = report.get("run", {}).get("path")
+    if wanted is not None and not _same_run(shown, wanted):
+        raise BankLLMError(f"{path}: this report is for run {shown}, not {wanted}; run "
+                           f"`pytest diagnostics --run {wanted}` to diagnose {wanted}")
+    console = Console(highlight=False)
+    console.print(Text(f"diagnostics report for run {shown} (from {path})", style="dim"))
     render(report, console)
     return 0

@@ -110,13 +110,24 @@ class Thresholds:
         if not isinstance(table, dict):
             raise BankLLMError(f"{origin}: expected a table of threshold sections")
         valid = ", ".join(valid_keys())
+        sections = ", ".join(DEFAULTS)
         for section, keys in table.items():
-            if section not in DEFAULTS:
+            if not isinstance(keys, dict) and section in DEFAULTS:
+                own = ", ".join(f"{section}.{k}" for k in DEFAULTS[section])
                 raise BankLLMError(
-                    f"{origin}: unknown threshold section '{section}'; valid keys: {valid}"
+                    f"{origin}: '{section}' is a threshold section, not a value: set its keys "
+                    f"as {section}.KEY = number; valid keys: {own}"
                 )
             if not isinstance(keys, dict):
-                raise BankLLMError(f"{origin}: '{section}' must be a table of thresholds")
+                raise BankLLMError(
+                    f"{origin}: unknown top-level key '{section}' (thresholds are written "
+                    f"section.key = number; sections: {sections}); valid keys: {valid}"
+                )
+            if section not in DEFAULTS:
+                raise BankLLMError(
+                    f"{origin}: unknown threshold section '{section}' (sections: {sections}); "
+                    f"valid keys: {valid}"
+                )
             for key, value in keys.items():
                 if key not in DEFAULTS[section]:
                     raise BankLLMError(

@@ -101,3 +101,92 @@ def test_train_then_stats(tiny_config, corpus_file, tmp_path, capsys):
     assert code == 0 and "best val loss" in out
     code, out, _ = _run_cli(["data", "stats", str(corpus_file)], capsys)
     assert code == 0 and "vocab_size" in out and "check_balance" in out
+
+
+TINY_SETTINGS = [
+    "--quiet",
+    *("--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2"),
+    *("--set", "epochs=1", "--set", "precision=fp32"),
+]
+
+
+@pytest.fixture
+def cli_run(corpus_file, tmp_path, capsys):
+    """A completed one-epoch run trained through the CLI: runs/r under tmp_path."""
+    runs = tmp_path / "runs"
+    code, _, _ = _run_cli(
+        ["train", "--data", str(corpus_file), "--runs-dir", str(runs), "--name", "r"]
+        + TINY_SETTINGS,
+        capsys,
+    )
+    assert code == 0
+    return runs / "r"
+
+
+def test_failed_start_leaves_no_empty_run_folder(tmp_path, capsys):
+    data = tmp_path / "bad.jsonl"
+    data.write_text("not json\n")
+    runs = tmp_path / "runs"
+    code, _, _ = _run_cli(["train", "--data", str(data), "--runs-dir", str(runs)], capsys)
+    assert code == 2
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "a\\b", ""])
+def test_run_name_must_be_one_folder_name(tmp_path, capsys, name):
+    code, _, err = _run_cli(["train", "--name", name, "--runs-dir", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith("error: --name") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_options_it_would_ignore_and_knows_a_finished_run(cli_run, capsys):
+    before = (cli_run / "metrics.json").read_bytes()
+    for extra in (["--set", "epochs=2"], ["--data", "x.jsonl"], ["--name", "z"]):
+        code, _, err = _run_cli(["train", "--resume", str(cli_run), *extra], capsys)
+        assert code == 2 and "cannot be combined with --resume" in err and extra[0] in err
+    code, out, _ = _run_cli(["train", "--resume", str(cli_run)], capsys)
+    assert code == 0 and "already completed" in out
+    assert (cli_run / "metrics.json").read_bytes() == before  # nothing rewritten
+
+
+def test_resume_of_a_missing_run_names_the_likely_one(cli_run, capsys):
+    runs = cli_run.parent
+    code, _, err = _run_cli(["train", "--resume", "r", "--runs-dir", str(runs)], capsys)
+    assert code == 2 and f"did you mean --resume {cli_run}" in err
+    code, _, err = _run_cli(["train", "--resume", str(runs / "nope")], capsys)
+    assert code == 2 and "no such run" in err
+
+
+def test_generate_rejects_an_empty_prompt_and_explains_missing_best_weights(cli_run, capsys):
+    code, _, err = _run_cli(["generate", "--run", str(cli_run), "  "], capsys)
+    assert code == 2 and "prompt is empty" in err
+    (cli_run / "best.safetensors").unlink()  # as if stopped before its first validation
+    code, _, err = _run_cli(["generate", "--run", str(cli_run), "hello"], capsys)
+    assert code == 2 and "no best weights yet" in err and "--resume" in err
+
+
+def test_stats_min_freq_is_checked_like_the_config(corpus_file, capsys):
+    code, _, err = _run_cli(["data", "stats", str(corpus_file), "--min-freq", "0"], capsys)
+    assert code == 2 and "--min-freq must be >= 1" in err
+
+
+def test_writing_over_a_folder_is_one_error_line(corpus_file, tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("kept")
+    code, _, err = _run_cli(["data", "synth", "--n", "20", "-o", str(folder)], capsys)
+    assert code == 2 and err.count("\n") == 1 and f"{folder}: is a folder" in err
+    assert [p.name for p in folder.iterdir()] == ["kept.txt"]
+
+
+def test_damaged_state_says_what_to_do(cli_run, capsys):
+    state = cli_run / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # truncated
+    code, _, err = _run_cli(["train", "--resume", str(cli_run)], capsys)
+    assert code == 0  # a completed run is not loaded at all
+    metrics = json.loads((cli_run / "metrics.json").read_text())
+    metrics["status"] = "interrupted"
+    (cli_run / "metrics.json").write_text(json.dumps(metrics))
+    code, _, err = _run_cli(["train", "--resume", str(cli_run)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "damaged" in err and err.rstrip().endswith("are a separate file)")

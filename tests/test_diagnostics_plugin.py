@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +12,17 @@ from pathlib import Path
 import pytest
 
 from bankllm.fileio import atomic_write_json
+from diagnostics.results import CHECK_NAMES
 from diagnostics.testing import healthy_metrics, plant_val_rising
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_diagnostics(*args: str) -> subprocess.CompletedProcess:
+def run_diagnostics(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="100")
+    if pythonpath is not None:  # e.g. for a -p plugin of the test
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath),
+                                                          env.get("PYTHONPATH")]))
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_XDIST_WORKER_COUNT", None)
     return subprocess.run(
@@ -91,3 +96,58 @@ def test_known_fail_keeps_the_fail_in_the_report_but_not_in_the_exit_code(tmp_pa
     assert [c["status"] for c in report["checks"]] == ["FAIL"]
     # another check's FAIL still fails the session
     assert run_diagnostics(*args, "--known-fail", "leakage").returncode == 1
+
+
+def _one_usage_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_unknown_known_fail_check_is_a_usage_error_listing_the_checks(tmp_path):
+    run = fake_run(tmp_path, healthy_metrics())
+    line = _one_usage_error(run_diagnostics("--run", str(run), "--known-fail", "overfitting",
+                                            "--known-fail", "bogus"))
+    assert "--known-fail: unknown check 'bogus'; valid checks: " + ", ".join(CHECK_NAMES) in line
+
+
+def test_every_check_of_the_suite_is_a_known_check_name():
+    """--known-fail accepts CHECK_NAMES: each test of the suite must be one of them."""
+    tests = {m.group(1) for f in (REPO / "diagnostics").glob("test_*.py")
+             for m in re.finditer(r"^def test_(\w+)\(", f.read_text(), re.M)}
+    assert tests == set(CHECK_NAMES)
+
+
+@pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "inf"])
+def test_bad_tolerance_is_a_usage_error_as_in_the_gate(tmp_path, value):
+    run = fake_run(tmp_path, healthy_metrics())
+    line = _one_usage_error(run_diagnostics("--run", str(run), f"--tolerance={value}"))
+    assert "--tolerance must be a finite number >= 0" in line
+
+
+WRITER = """
+from pathlib import Path
+
+
+def pytest_runtest_teardown(item):
+    folder = Path(item.config.getoption("bankllm_report_dir"))
+    (folder / "scaling_curve.png").write_bytes(b"png of this session")
+"""
+
+
+def test_summary_line_lists_the_files_this_session_wrote(tmp_path):
+    run = fake_run(tmp_path, healthy_metrics())
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "scaling_curve.png").write_bytes(b"an old session's")
+    (reports / "bench.json").write_text("{}")
+    (tmp_path / "writer.py").write_text(WRITER)
+    args = ["--run", str(run), "--report-dir", str(reports), "-k", "initial_loss"]
+    four = "diagnostics.json, diagnostics.svg, diagnostics.html, loss_curves.png"
+    proc = run_diagnostics(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"report: {four} in {reports}\n" in proc.stdout
+    proc = run_diagnostics(*args, "-p", "writer", pythonpath=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"report: {four}, scaling_curve.png in {reports}\n" in proc.stdout

@@ -104,7 +104,7 @@ def test_cli_report_on_missing_or_malformed_json_is_one_line(tmp_path, content, 
     if content is not None:
         (tmp_path / "diagnostics.json").write_text(content)
     with pytest.raises(BankLLMError) as err:
-        rep.cli_report(argparse.Namespace(run="runs/latest", report_dir=str(tmp_path)))
+        rep.cli_report(argparse.Namespace(run=None, report_dir=str(tmp_path)))
     msg = str(err.value)
     assert message in msg and "diagnostics.json" in msg and "pytest diagnostics" in msg
     assert "\n" not in msg
@@ -116,3 +116,47 @@ def test_bankllm_report_command_prints_one_error_line(tmp_path, capsys):
     assert main(["report", "--report-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "pytest diagnostics" in err and "\n" not in err
+
+
+@pytest.fixture
+def report_dir_of(report_and_run, tmp_path):
+    """A report dir holding the report of ``report_and_run``'s run."""
+    reports = tmp_path / "reports"
+    atomic_write_json(reports / rep.REPORT_JSON, report_and_run[0])
+    return reports
+
+
+def test_bankllm_report_on_a_missing_run_is_an_error_not_another_runs_report(
+        report_dir_of, tmp_path, capsys):
+    from bankllm.cli import main
+
+    missing = tmp_path / "runs" / "nope"
+    assert main(["report", "--run", str(missing), "--report-dir", str(report_dir_of)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {missing}: no such run directory")
+    assert err.count("\n") == 1
+
+
+def test_bankllm_report_for_another_run_says_whose_report_it_is(report_and_run, report_dir_of,
+                                                               tmp_path, capsys):
+    from bankllm.cli import main
+
+    other = tmp_path / "other"
+    other.mkdir()
+    assert main(["report", "--run", str(other), "--report-dir", str(report_dir_of)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err == (f"error: {report_dir_of / rep.REPORT_JSON}: this report is for run "
+                   f"{report_and_run[1].resolve()}, not {other}; run `pytest diagnostics "
+                   f"--run {other}` to diagnose {other}\n")
+
+
+def test_bankllm_report_without_run_shows_the_report_there(report_and_run, report_dir_of,
+                                                           capsys):
+    from bankllm.cli import main
+
+    assert main(["report", "--report-dir", str(report_dir_of)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "note:" not in out and "runs/latest" not in out
+    assert f"report for run {report_and_run[1].resolve()}" in " ".join(out.split())
+    assert "verdicts" in out

@@ -48,6 +48,8 @@ def test_override_file_may_be_a_pyproject(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("overfitting.rel_gap_pas = 0.2\n", "unknown threshold 'overfitting.rel_gap_pas'"),
     ("overfiting.rel_gap_pass = 0.2\n", "unknown threshold section 'overfiting'"),
+    ("bogus_key = 1\n", "unknown top-level key 'bogus_key' (thresholds are written "
+     "section.key = number; sections: early_stopping, initial_loss,"),
 ])
 def test_unknown_key_is_a_clear_error_listing_valid_keys(tmp_path, text, message):
     f = tmp_path / "th.toml"
@@ -57,6 +59,16 @@ def test_unknown_key_is_a_clear_error_listing_valid_keys(tmp_path, text, message
     msg = str(err.value)
     assert msg.startswith(str(f)) and message in msg and "\n" not in msg
     assert "valid keys: " in msg and all(k in msg for k in valid_keys())
+
+
+def test_a_section_given_a_value_names_its_keys(tmp_path):
+    f = tmp_path / "th.toml"
+    f.write_text("leakage = 90\n")
+    with pytest.raises(BankLLMError) as err:
+        load_thresholds(None, f)
+    assert str(err.value) == (f"{f}: 'leakage' is a threshold section, not a value: set its keys "
+                              "as leakage.KEY = number; valid keys: leakage.near_ratio, "
+                              "leakage.max_exact, leakage.max_near")
 
 
 @pytest.mark.parametrize("text, message", [

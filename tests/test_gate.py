@@ -214,3 +214,13 @@ def test_analysis_notes_environment_and_flags_divergence(trained):
 
     run.update(status="completed", best_val_loss=math.nan)
     assert analyse_regression(run, base, 0.02).status == "FAIL"
+
+
+def test_forced_run_without_any_val_loss_is_not_called_diverged(trained):
+    base = summarize_run(trained)
+    run = json.loads(json.dumps(base))
+    run.update(status="interrupted", best_val_loss=None, best_epoch=None)
+    result = analyse_regression(run, base, 0.02, force=True)
+    assert result.status == "FAIL"
+    assert "diverged" not in result.reason
+    assert "interrupted" in result.reason and "--resume" in result.reason

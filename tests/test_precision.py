@@ -27,3 +27,30 @@ def test_autocast_runs_matmuls_in_bf16_only_for_bf16():
             assert (a @ a).dtype == torch.float32
     with pytest.raises(ValueError, match="precision must be"):
         autocast("cpu", "fp16")
+
+
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, expected",
+    [(True, True, "AMX"), (False, True, "AVX512-BF16"), (False, False, "none")],
+)
+def test_bf16_support_names_the_fastest_unit_and_decides_fast_bf16(
+    monkeypatch, amx, avx512_bf16, expected
+):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert precision.cpu_bf16_support() == expected
+    assert precision.cpu_has_fast_bf16() is (expected != "none")
+
+
+def test_a_failing_cpu_probe_means_no_bf16(monkeypatch):
+    def broken():
+        raise RuntimeError("probe failed")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
+    assert precision.cpu_bf16_support() == "none"
+
+
+def test_cpu_model_is_a_name():
+    name = precision.cpu_model()
+    assert isinstance(name, str) and name.strip() and "\n" not in name

@@ -460,6 +460,10 @@ def test_a_state_whose_pickle_runs_code_is_refused_and_never_run(small_run, tmp_
     assert not marker.exists()
     if fmt != "torch.save":
         return  # the CLI once is enough
+    # a completed run is left alone by --resume (its state is not even read): the state of
+    # an interrupted run is what --resume loads
+    metrics = ckpt.read_metrics(small_run)
+    ckpt.write_metrics(small_run, {**metrics, "status": "interrupted"})
     code, out, err = _bankllm(["train", "--resume", str(small_run), "--quiet"], env)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "refused" in err, err

@@ -161,10 +161,14 @@ def analyse_regression(
         why = [w for _, w in mismatches] + ([f"the run is {status}"] if unfinished else [])
         notes.insert(0, f"forced: compared although {'; '.join(why)}")
 
-    if status == "diverged" or not finite(new):
+    if status == "diverged" or (not finite(new) and status == "completed"):
         at = f"best val loss {new:.4f} before that" if finite(new) else "no finite val loss"
         reason = (f"the run diverged ({at}; baseline {base:.4f}): the recipe no longer trains; "
                   "see the loss_phases check for where")
+        return CheckResult(NAME, "FAIL", reason, values, used, details)
+    if not finite(new):  # forced on a run that stopped before its first validation
+        reason = (f"no val loss to compare (the run is {status} and finished no epoch; "
+                  f"baseline {base:.4f}): resume it with `bankllm train --resume RUN`")
         return CheckResult(NAME, "FAIL", reason, values, used, details)
 
     rel = (float(new) - float(base)) / float(base)

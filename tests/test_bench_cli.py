@@ -1,0 +1,196 @@
+"""``python -m bench`` on bad input: one ``error:`` line, exit code 2, before any timing."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import bench.__main__ as bench_main
+from bench import report, train_speed
+from tests.conftest import make_conversations
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_timing(monkeypatch):
+    """Make any timing work fail the test: errors must come before it."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the benchmark started timing")
+
+    monkeypatch.setattr(bench_main, "matmul_peak_flops", forbidden)
+    monkeypatch.setattr(train_speed, "measure", forbidden)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in make_conversations(20)))
+    return path
+
+
+def _one_error(capsys, code: int, *words: str) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], err
+    return lines[0]
+
+
+def _main(tmp_path, *argv: str) -> int:
+    out = ["--out", str(tmp_path / "bench.json")]
+    return bench_main.main(["--size", "tiny", "--quick", *out, *argv])
+
+
+def test_missing_corpus_is_one_error_line(tmp_path, capsys, no_timing):
+    code = _main(tmp_path, "--data", str(tmp_path / "nonexistent.jsonl"))
+    _one_error(capsys, code, "nonexistent.jsonl", "corpus file not found")
+
+
+def test_malformed_corpus_is_one_error_line(tmp_path, capsys, no_timing, corpus):
+    lines = corpus.read_text().splitlines()
+    lines[3] = "{not json"
+    corpus.write_text("\n".join(lines) + "\n")
+    code = _main(tmp_path, "--data", str(corpus))
+    _one_error(capsys, code, f"{corpus}:4:", "not valid JSON")
+
+
+def test_out_as_a_folder_fails_before_benchmarking(tmp_path, capsys, no_timing, corpus):
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    code = bench_main.main(["--size", "tiny", "--data", str(corpus), "--out", str(folder)])
+    _one_error(capsys, code, "--out", str(folder), "folder")
+
+
+def test_out_below_a_file_fails_before_benchmarking(tmp_path, capsys, no_timing, corpus):
+    code = bench_main.main(["--data", str(corpus), "--out", str(corpus / "bench.json")])
+    _one_error(capsys, code, "--out", "not a folder")
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--steps", "0"),
+        ("--warmup", "-1"),
+        ("--naive-steps", "0"),
+        ("--parity-epochs", "0"),
+        ("--gen-prompts", "0"),
+        ("--gen-naive-prompts", "0"),
+        ("--threads", "-2"),
+        ("--steps", "two"),
+    ],
+)
+def test_integer_options_are_checked_at_parse_time(capsys, no_timing, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main.main([option, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and option in errors[0], err
+
+
+def test_integer_options_accept_their_smallest_values():
+    args = bench_main.parse_args(["--warmup", "0", "--steps", "1", "--threads", "0"])
+    assert (args.warmup, args.steps, args.naive_steps, args.threads) == (0, 1, 1, 0)
+
+
+@pytest.mark.parametrize("make", ["absent", "empty folder", "file", "bad metrics"])
+def test_explicit_measured_run_must_be_a_run(tmp_path, capsys, no_timing, corpus, make):
+    run_dir = tmp_path / "runs" / "nope"
+    if make == "empty folder":
+        run_dir.mkdir(parents=True)
+    elif make == "file":
+        run_dir.parent.mkdir()
+        run_dir.write_text("x")
+    elif make == "bad metrics":
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text("{")
+        (run_dir / "config.json").write_text("{}")
+    code = _main(tmp_path, "--data", str(corpus), "--measured-run", str(run_dir))
+    _one_error(capsys, code, "--measured-run", str(run_dir))
+
+
+def test_default_measured_run_may_be_absent(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert bench_main.read_measured_run(None) is None
+
+
+def test_explicit_measured_run_is_quoted(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    metrics = {"status": "completed", "epochs": [{}, {}], "train_seconds": 12.5}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    (run_dir / "config.json").write_text(json.dumps({"micro_batch_size": 8}))
+    measured = bench_main.read_measured_run(str(run_dir))
+    assert measured["status"] == "completed" and measured["epochs_done"] == 2
+    assert measured["train_seconds"] == 12.5
+
+
+def test_report_keeps_square_brackets_of_statuses():
+    unavailable = (
+        "unavailable: transformers is not installed "
+        "(pip install 'bankllm[bench]' or pip install transformers)"
+    )
+    result = {
+        "workload": {"description": "tiny model, corpus[1].jsonl train split"},
+        "training": {"naive": {"status": "skipped (--skip)"}, "peer_fp32": {"status": unavailable}},
+        "recipe": {"epochs": 2, "measured": None},
+        "generation": {"status": "skipped [x]"},
+        "parity": {"status": "skipped [y]"},
+        "targets": report.evaluate_targets({}),
+        "warnings": ["load [high]"],
+    }
+    buffer = io.StringIO()
+    report.print_report(result, Console(file=buffer, width=400))
+    text = buffer.getvalue()
+    for fragment in ("'bankllm[bench]'", "corpus[1].jsonl", "[x]", "[y]", "load [high]"):
+        assert fragment in text, fragment
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "bench", "--data", str(tmp_path / "missing.jsonl")]
+    cmd += ["--out", str(tmp_path / "bench.json")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("error: ") and "missing.jsonl" in done.stderr
+
+
+def test_a_target_above_the_machines_ceiling_is_a_miss_no_code_can_close():
+    values = {"bankllm_tokens_per_second": 3420.0, "bankllm_share_of_peak": 0.48}
+    low = report.evaluate_targets(values, ceilings={"bankllm_tokens_per_second": 7063})
+    row = low["bankllm_tokens_per_second"]
+    assert row["met"] is False and row["reachable"] is False and row["ceiling"] == 7063
+    # the same figure on a machine whose ceiling is above the target: a miss code can close
+    high = report.evaluate_targets(values, ceilings={"bankllm_tokens_per_second": 23090})
+    assert high["bankllm_tokens_per_second"]["reachable"] is True
+    # the target's own measure (a third of the matmul peak) is judged on any machine
+    assert low["bankllm_share_of_peak"]["met"] is True
+    assert report.evaluate_targets({"bankllm_share_of_peak": 0.24})["bankllm_share_of_peak"][
+        "met"
+    ] is False
+    # without a ceiling nothing is claimed about reachability
+    assert "reachable" not in report.evaluate_targets(values)["bankllm_tokens_per_second"]
+    buffer = io.StringIO()
+    result = {
+        "workload": {"description": "d"},
+        "training": {},
+        "recipe": {"epochs": 10, "measured": None},
+        "generation": {"status": "skipped"},
+        "parity": {"status": "skipped"},
+        "targets": low,
+    }
+    report.print_report(result, Console(file=buffer, width=400))
+    assert "above this machine's ceiling (7,063)" in buffer.getvalue()
