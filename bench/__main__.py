@@ -185,7 +185,7 @@ def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dic
     training = measure_training(args, work, default_precision, log)
     for row in training.values():
         if row.get("status") == "ok":
-            row["share_of_matmul_peak"] = round(row["flops_per_second"] / peak[row["precision"]], 3)
+            row["share_of_matmul_peak"] = round(row["flops_per_second"] / peak[row["precision"]], 4)
 
     recipe = train_speed.recipe_projection(work, training["naive"], training["bankllm"])
     recipe["measured"] = measured

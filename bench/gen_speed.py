@@ -83,7 +83,7 @@ def bench_generation(
 
     def speedup(base: dict[str, Any]) -> float | None:
         rate = base["tokens_per_second"]
-        return round(cached["tokens_per_second"] / rate, 2) if rate else None
+        return round(cached["tokens_per_second"] / rate, 4) if rate else None
 
     return {
         "status": "ok",

@@ -248,5 +248,5 @@ def recipe_projection(
         out["bankllm_one_time_seconds"] = round(one_time, 1)
         out["bankllm_seconds"] = round(steady + one_time, 1)
     if "naive_seconds" in out and "bankllm_seconds" in out:
-        out["speedup"] = round(out["naive_seconds"] / out["bankllm_seconds"], 2)
+        out["speedup"] = round(out["naive_seconds"] / out["bankllm_seconds"], 4)
     return out

@@ -194,3 +194,13 @@ def test_a_target_above_the_machines_ceiling_is_a_miss_no_code_can_close():
     }
     report.print_report(result, Console(file=buffer, width=400))
     assert "above this machine's ceiling (7,063)" in buffer.getvalue()
+
+
+def test_a_ratio_just_under_a_target_is_not_rounded_onto_it():
+    # measured on this machine: bankllm 3,281.6 tok/s against the peer's 2,191.2 in bf16
+    bankllm = {"status": "ok", "tokens_per_second": 3281.6}
+    peer = {"status": "ok", "tokens_per_second": 2191.2}
+    value = report.ratio(bankllm, peer)
+    assert 1.49 < value < 1.5
+    assert report.evaluate_targets({"vs_peer_bf16": value})["vs_peer_bf16"]["met"] is False
+    assert report.ratio(bankllm, {"status": "unavailable"}) is None
