@@ -41,7 +41,6 @@ from diagnostics.results import CHECK_NAMES, STATUSES, CheckResult, jsonable, ta
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "diagnostics.json"
-CHECK_ORDER = CHECK_NAMES
 STATUS_STYLE = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red", "SKIP": "cyan"}
 ROW_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "cyan"}
 PHASE_STYLES = ("cyan", "green", "yellow", "magenta", "blue", "red")
@@ -91,14 +90,14 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
 
 def _order(result: CheckResult) -> tuple[int, str]:
     name = result.name
-    return (CHECK_ORDER.index(name) if name in CHECK_ORDER else len(CHECK_ORDER), name)
+    return (CHECK_NAMES.index(name) if name in CHECK_NAMES else len(CHECK_NAMES), name)
 
 
 def build_report(
     results: Sequence[CheckResult], run: Mapping[str, Any], thresholds: Mapping[str, Any],
     strict: bool = False,
 ) -> dict[str, Any]:
-    """The JSON report: run summary, thresholds, results (sorted by CHECK_ORDER), tally."""
+    """The JSON report: run summary, thresholds, results (sorted by CHECK_NAMES), tally."""
     ordered = sorted(results, key=_order)
     return {
         "schema_version": SCHEMA_VERSION,
