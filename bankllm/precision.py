@@ -50,6 +50,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def machine_info() -> dict[str, str]:
+    """What this machine's CPU does for training numerics and speed: torch's vector ISA
+    (``cpu_isa``: AVX512, AVX2, ...), native bf16 (``cpu_bf16``), ``cpu_model``, ``platform``
+    and ``python``. The gate's baselines and the benchmark's report both record it."""
+    try:
+        isa = str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # older or unusual builds: the ISA is informative only
+        isa = "unknown"
+    return {
+        "cpu_isa": isa,
+        "cpu_bf16": cpu_bf16_support(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
 def fast_bf16(device: torch.device | str) -> bool:
     """True when ``device`` runs bf16 fast (see the module docstring)."""
     device = torch.device(device)

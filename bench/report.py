@@ -132,6 +132,14 @@ def _num(value: float | None, fmt: str = ",.0f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _target_value(value: float | None) -> str:
+    """A judged value as judged: counts (tok/s) whole, ratios and shares to the 4 decimals
+    the targets compare, so no row reads "1.500 ... no"."""
+    if value is None:
+        return "-"
+    return format(value, ",.0f") if abs(value) >= 100 else format(value, ".4f")
+
+
 def print_report(result: dict[str, Any], console: Console | None = None) -> None:
     """Print the benchmark's tables."""
     console = console or Console(width=max(Console().width, 120))
@@ -208,7 +216,7 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
         targets.add_column(column)
     for row in result["targets"].values():
         targets.add_row(
-            row["what"], f"{row['target']:g}", _num(row["value"], ",.3f"), _met_cell(row)
+            row["what"], f"{row['target']:,.4g}", _target_value(row["value"]), _met_cell(row)
         )
     console.print(targets)
     for text in result.get("warnings", []):

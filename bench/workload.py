@@ -7,13 +7,13 @@ seeded, length-bucketed order), so their throughputs compare like for like.
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bankllm import precision
 from bankllm.checkpoints import gpt_config
 from bankllm.config import DEFAULT_DATA, TrainConfig
 from bankllm.data import (
@@ -25,7 +25,6 @@ from bankllm.data import (
     split_conversations,
 )
 from bankllm.model import GPTConfig
-from bankllm.precision import cpu_bf16_support, cpu_model
 from bankllm.tokenizer import Tokenizer
 
 # model shapes the benchmark can run: the recipe's, and a tiny one for smoke tests
@@ -110,20 +109,17 @@ def load_workload(cfg: TrainConfig) -> Workload:
 
 
 def machine_info() -> dict[str, Any]:
-    """What the figures were measured on."""
-    bf16 = cpu_bf16_support()
+    """What the figures were measured on: :func:`bankllm.precision.machine_info` (CPU model,
+    ISA, native bf16: AMX multiplies bf16 matrices several times faster than AVX512-BF16, so
+    the targets' absolute figures depend on it) and the thread settings."""
+    machine = precision.machine_info()
     return {
-        "cpu": cpu_model(),
+        **machine,
+        "fast_bf16": machine["cpu_bf16"] != "none",
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "torch": str(torch.__version__),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        # AMX multiplies bf16 matrices several times faster than AVX512-BF16: the targets'
-        # absolute figures depend on which one the machine has
-        "cpu_bf16": bf16,
-        "fast_bf16": bf16 != "none",
-        "python": platform.python_version(),
         # OpenMP's waiting policy decides how 2-thread runs fare on a busy machine
         "env": {
             k: os.environ[k]

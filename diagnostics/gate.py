@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bankllm.errors import BankLLMError
 from bankllm.fileio import atomic_write_json, read_json, validate_json
+from bankllm.precision import machine_info
 from diagnostics.analyses.regression import (
     DEFAULT_TOLERANCE,
     NAME,
@@ -53,21 +53,6 @@ def _hash(obj: Any) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def machine_info() -> dict[str, str]:
-    """What this machine's CPU does for training numerics: torch's vector ISA (AVX512, AVX2,
-    ...), native bf16 (AMX, AVX512-BF16 or none), CPU model, OS and Python."""
-    import torch
-
-    from bankllm.precision import cpu_bf16_support, cpu_model
-
-    try:
-        isa = str(torch.backends.cpu.get_cpu_capability())
-    except Exception:
-        isa = "unknown"
-    return {"cpu_isa": isa, "cpu_bf16": cpu_bf16_support(), "cpu_model": cpu_model(),
-            "platform": platform.platform(), "python": platform.python_version()}
 
 
 def summarize_run(run_dir: str | Path) -> dict[str, Any]:

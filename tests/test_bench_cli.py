@@ -204,3 +204,25 @@ def test_a_ratio_just_under_a_target_is_not_rounded_onto_it():
     assert 1.49 < value < 1.5
     assert report.evaluate_targets({"vs_peer_bf16": value})["vs_peer_bf16"]["met"] is False
     assert report.ratio(bankllm, {"status": "unavailable"}) is None
+
+
+def test_the_targets_table_prints_values_as_they_are_judged():
+    values = {"vs_peer_bf16": 1.4996, "bankllm_tokens_per_second": 3265.2,
+              "bankllm_share_of_peak": 0.549}
+    result = {
+        "workload": {"description": "d"},
+        "training": {},
+        "recipe": {"epochs": 10, "measured": None},
+        "generation": {"status": "skipped"},
+        "parity": {"status": "skipped"},
+        "targets": report.evaluate_targets(values),
+    }
+    buffer = io.StringIO()
+    report.print_report(result, Console(file=buffer, width=400))
+    rows = {line.split("│")[1].strip(): line for line in buffer.getvalue().splitlines()
+            if line.count("│") >= 4}
+    bf16 = rows["tok/s vs transformers peer, bf16"]
+    assert "1.4996" in bf16 and "1.500" not in bf16 and "no" in bf16
+    assert "3,265 " in rows["bankllm default training tok/s"]
+    assert "0.3333" in rows["bankllm default training, share of matmul peak"]
+    assert "8,000" in rows["bankllm default training tok/s"]

@@ -54,3 +54,27 @@ def test_a_failing_cpu_probe_means_no_bf16(monkeypatch):
 def test_cpu_model_is_a_name():
     name = precision.cpu_model()
     assert isinstance(name, str) and name.strip() and "\n" not in name
+
+
+def test_machine_info_is_the_one_description_gate_and_bench_record(monkeypatch):
+    from bench.workload import machine_info as bench_machine
+    from diagnostics.gate import machine_info as gate_machine
+
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: "AMX")
+    info = precision.machine_info()
+    assert info["cpu_bf16"] == "AMX"
+    assert set(info) == {"cpu_isa", "cpu_bf16", "cpu_model", "platform", "python"}
+    assert gate_machine is precision.machine_info
+    bench = bench_machine()
+    assert {k: bench[k] for k in info} == info
+    assert bench["fast_bf16"] is True
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: "none")
+    assert bench_machine()["fast_bf16"] is False
+
+
+def test_machine_info_survives_a_failing_isa_probe(monkeypatch):
+    def broken():
+        raise RuntimeError("no probe")
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", broken)
+    assert precision.machine_info()["cpu_isa"] == "unknown"
