@@ -29,6 +29,8 @@ from bench.workload import (
     SIZES,
     Workload,
     bench_config,
+    contention,
+    cpu_sample,
     load_average,
     load_workload,
     machine_info,
@@ -170,7 +172,7 @@ def read_measured_run(path: str | None) -> dict[str, Any] | None:
 
 def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every part of the benchmark; return the result written to JSON."""
-    load_start = load_average()
+    load_start, cpu_start = load_average(), cpu_sample()
     cfg = bench_config(args.size, args.data)
     work = load_workload(cfg)
     default_precision = resolve_precision(cfg.precision, torch.device("cpu"))
@@ -240,6 +242,7 @@ def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dic
         ceilings={"bankllm_tokens_per_second": limits.get(bankllm.get("precision", ""))},
     )
     load = {"start": load_start, "end": load_average()}
+    competing = contention(cpu_start, cpu_sample())
     machine = {**machine_info(), "matmul_peak_flops": peak}
     return {
         "schema_version": SCHEMA_VERSION,
@@ -251,7 +254,8 @@ def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dic
         "naive_timed_steps": args.naive_steps,
         "machine": machine,
         "load_average": load,
-        "warnings": report.warnings(load, machine),
+        "contention": competing,
+        "warnings": report.warnings(load, machine, competing),
         "workload": {
             "data": cfg.data,
             "description": f"{args.size} model, {Path(cfg.data).name} train split",

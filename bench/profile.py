@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 from bankllm.training import Trainer, accumulate_gradients, make_optimizer
 from bench import chapter
 from bench.train_speed import pick, representative
-from bench.workload import bench_config, load_average, load_workload
+from bench.workload import bench_config, contention, cpu_sample, load_workload
 
 
 def top_ops(prof: Any, steps: int, rows: int) -> list[dict[str, Any]]:
@@ -82,16 +82,21 @@ def main(argv: list[str] | None = None) -> int:
 
         for batch in pick(work.batches, 0, args.warmup):
             step(batch)
-        load = load_average()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), cpu_sample()
             timed = representative(work.batches, work.train.lengths, args.steps)
             tokens = sum(step(b) for b in timed)
             seconds = time.perf_counter() - start
+            competing = contention(cpu_start, cpu_sample())
     print(
         f"{args.pipeline}: {tokens / seconds:,.0f} target tok/s under the profiler, "
         f"{1000 * seconds / args.steps:,.0f} ms/step, {torch.get_num_threads()} threads, "
-        f"load {load}"
+        "competing for the CPUs: "
+        + (
+            "unknown"
+            if competing is None
+            else f"other processes {competing['other_processes']}, steal {competing['steal']}"
+        )
     )
     print(f"{'op':<48} {'share':>7} {'ms/step':>9} {'calls/step':>11}")
     for row in top_ops(prof, args.steps, args.rows):

@@ -36,21 +36,34 @@ def ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     return None
 
 
-def warnings(load: dict[str, float | None], machine: dict[str, Any]) -> list[str]:
+def warnings(
+    load: dict[str, float | None],
+    machine: dict[str, Any],
+    contention: dict[str, float] | None = None,
+) -> list[str]:
     """Why the figures of this run may not be representative of the machine.
 
-    The load before the run is other processes'; at its end it includes the benchmark's own
-    threads, so only load beyond those counts.
+    ``contention`` (:func:`bench.workload.contention`: other processes' and the hypervisor's
+    use of the CPUs while the benchmark ran) decides where it was measured. Without it, the
+    load average stands in: the load before the run is other processes'; at its end it
+    includes the benchmark's own threads, so only load beyond those counts.
     """
-    others = max(
-        load.get("start") or 0.0, (load.get("end") or 0.0) - machine.get("torch_threads", 1)
-    )
+    if contention is not None:
+        others = contention["other_processes"] + contention["steal"]
+        source = (
+            f"other processes used {contention['other_processes']:.1f} and the hypervisor "
+            f"{contention['steal']:.1f} of {machine['logical_cpus']} CPUs while it ran"
+        )
+    else:
+        others = max(
+            load.get("start") or 0.0, (load.get("end") or 0.0) - machine.get("torch_threads", 1)
+        )
+        source = f"other processes' load about {others:.1f} on {machine['logical_cpus']} CPUs"
     if others <= 0.5:
         return []
     text = (
-        f"busy machine (other processes' load about {others:.1f} on "
-        f"{machine['logical_cpus']} CPUs): absolute figures are low; ratios (interleaved) "
-        "are the figures to use"
+        f"busy machine ({source}): absolute figures are low; ratios (interleaved) are the "
+        "figures to use"
     )
     if machine.get("env", {}).get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         text += (

@@ -7,6 +7,8 @@ seeded, length-bucketed order), so their throughputs compare like for like.
 from __future__ import annotations
 
 import os
+import resource
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -130,8 +132,55 @@ def machine_info() -> dict[str, Any]:
 
 
 def load_average() -> float | None:
-    """The 1-minute load average (other processes competing for the cores), if known."""
+    """The 1-minute load average, if known. It lags by minutes (a job that just ended still
+    counts) and on some VMs reads 1-2 on idle CPUs: :func:`contention` is the measurement."""
     try:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU time counters at one moment: what :func:`contention` differences."""
+
+    wall: float  # time.monotonic()
+    own: float  # this process's CPU seconds (user + system, all its threads)
+    busy: float | None  # all CPUs' busy seconds since boot (user, nice, system, irq, softirq)
+    steal: float | None  # seconds the hypervisor ran other guests on this VM's CPUs
+
+
+def cpu_sample(proc_stat: str | Path = "/proc/stat") -> CpuSample:
+    """The counters now; ``busy`` and ``steal`` are None where ``proc_stat`` cannot be read
+    (not Linux)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    own = usage.ru_utime + usage.ru_stime
+    busy = steal = None
+    try:
+        with open(proc_stat, encoding="ascii") as f:
+            fields = f.readline().split()
+        if fields and fields[0] == "cpu":
+            # user nice system idle iowait irq softirq steal ... in clock ticks
+            ticks = [int(v) for v in fields[1:9]]
+            hz = os.sysconf("SC_CLK_TCK")
+            busy = (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / hz
+            steal = ticks[7] / hz
+    except (OSError, ValueError, IndexError):
+        pass
+    return CpuSample(time.monotonic(), own, busy, steal)
+
+
+def contention(start: CpuSample, end: CpuSample) -> dict[str, float] | None:
+    """What competed with the benchmark for the CPUs while it ran, in CPUs (1.0: one core's
+    worth, on average): ``other_processes`` (all CPUs' busy time less this process's own) and
+    ``steal`` (time the hypervisor gave to other guests). None without ``/proc/stat``."""
+    seconds = end.wall - start.wall
+    if start.busy is None or end.busy is None or seconds <= 0:
+        return None
+    others = (end.busy - start.busy) - (end.own - start.own)
+    steal = (end.steal or 0.0) - (start.steal or 0.0)
+    return {
+        "seconds": round(seconds, 1),
+        "other_processes": round(max(others, 0.0) / seconds, 2),
+        "steal": round(max(steal, 0.0) / seconds, 2),
+    }

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 import bench.__main__ as bench_main
-from bench import report, train_speed
+from bench import report, train_speed, workload
 from tests.conftest import make_conversations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,3 +226,50 @@ def test_the_targets_table_prints_values_as_they_are_judged():
     assert "3,265 " in rows["bankllm default training tok/s"]
     assert "0.3333" in rows["bankllm default training, share of matmul peak"]
     assert "8,000" in rows["bankllm default training tok/s"]
+
+
+def _planted_stat(path, user, system, steal):
+    # cpu  user nice system idle iowait irq softirq steal guest guest_nice (clock ticks)
+    path.write_text(f"cpu  {user} 0 {system} 5000 7 0 0 {steal} 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\n")
+    return path
+
+
+def test_contention_is_other_processes_cpu_time_and_steal_per_second(tmp_path, monkeypatch):
+    hz = os.sysconf("SC_CLK_TCK")
+    sample = workload.cpu_sample(_planted_stat(tmp_path / "stat", 3 * hz, hz, hz // 2))
+    assert sample.busy == pytest.approx(4.0) and sample.steal == pytest.approx(0.5)
+    # 100 s in which all CPUs were busy 250 s, 150 of them this process's own: 1 CPU of others
+    start = workload.CpuSample(wall=10.0, own=20.0, busy=1000.0, steal=5.0)
+    end = workload.CpuSample(wall=110.0, own=170.0, busy=1250.0, steal=25.0)
+    assert workload.contention(start, end) == {
+        "seconds": 100.0, "other_processes": 1.0, "steal": 0.2
+    }
+    # the benchmark alone: nothing competed
+    alone = workload.CpuSample(wall=110.0, own=170.0, busy=1150.0, steal=5.0)
+    assert workload.contention(start, alone)["other_processes"] == 0.0
+    # without /proc/stat nothing is claimed
+    missing = workload.cpu_sample(tmp_path / "absent")
+    assert missing.busy is None and workload.contention(missing, missing) is None
+
+
+def test_busy_warning_trusts_measured_contention_over_a_lagging_load_average():
+    machine = {"logical_cpus": 2, "torch_threads": 2, "env": {"OMP_WAIT_POLICY": "PASSIVE"}}
+    # right after another job: the 1-minute load average still reads 1.9, the CPUs were free
+    lagging = {"start": 1.92, "end": 1.93}
+    quiet = {"seconds": 480.0, "other_processes": 0.05, "steal": 0.0}
+    assert report.warnings(lagging, machine, quiet) == []
+    busy = {"seconds": 480.0, "other_processes": 0.9, "steal": 0.3}
+    (text,) = report.warnings({"start": 0.0, "end": 2.0}, machine, busy)
+    assert "other processes used 0.9 and the hypervisor 0.3 of 2 CPUs" in text
+    # no /proc/stat: the load average stands in
+    (fallback,) = report.warnings(lagging, machine, None)
+    assert "load about 1.9" in fallback
+
+
+def test_cpu_sample_reads_this_machines_counters():
+    before = workload.cpu_sample()
+    sum(i * i for i in range(300_000))
+    after = workload.cpu_sample()
+    assert after.own >= before.own and after.wall > before.wall
+    if os.path.exists("/proc/stat"):
+        assert before.busy is not None and after.busy >= before.busy

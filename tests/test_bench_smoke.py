@@ -50,6 +50,10 @@ def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
     assert speed["ceiling"] == limits[training["bankllm"]["precision"]] > 0
     assert speed["reachable"] is (speed["target"] <= speed["ceiling"])
     assert result["machine"]["cpu_bf16"] in ("AMX", "AVX512-BF16", "none")
+    competing = result["contention"]  # measured from /proc/stat where there is one
+    if Path("/proc/stat").exists():
+        assert competing["seconds"] > 0
+        assert competing["other_processes"] >= 0 and competing["steal"] >= 0
     assert "training throughput" in done.stdout
 
 
