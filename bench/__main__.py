@@ -241,6 +241,9 @@ def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dic
         },
         ceilings={"bankllm_tokens_per_second": limits.get(bankllm.get("precision", ""))},
     )
+    # the spread of the judged ratios over the rounds: what one run's ratio is worth
+    targets["vs_peer_bf16"]["rounds"] = report.round_ratios(bankllm, training["peer_bf16"])
+    targets["vs_peer_fp32"]["rounds"] = report.round_ratios(fp32, training["peer_fp32"])
     load = {"start": load_start, "end": load_average()}
     competing = contention(cpu_start, cpu_sample())
     machine = {**machine_info(), "matmul_peak_flops": peak}

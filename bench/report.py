@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,25 @@ def ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     if a.get("status") == "ok" and b.get("status") == "ok":
         return round(a["tokens_per_second"] / b["tokens_per_second"], 4)
     return None
+
+
+def round_ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """How ``a``'s speed over ``b``'s varies from round to round: each round ran both on the
+    same batch, moments apart, so its ratio is ``b``'s step time over ``a``'s. The median and
+    range over the rounds show how far one run's ratio of totals can be trusted on a machine
+    whose speed drifts (None unless both have steady steps)."""
+    if a.get("status") != "ok" or b.get("status") != "ok":
+        return None
+    pairs = list(zip(a.get("step_seconds", []), b.get("step_seconds", []), strict=False))
+    values = sorted(tb / ta for ta, tb in pairs if ta > 0)
+    if not values:
+        return None
+    return {
+        "rounds": len(values),
+        "median": round(statistics.median(values), 4),
+        "min": round(values[0], 4),
+        "max": round(values[-1], 4),
+    }
 
 
 def warnings(
@@ -225,11 +245,21 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     console.print(summary)
 
     targets = Table(title="targets")
-    for column in ("target", "threshold", "value", "met"):
+    for column in ("target", "threshold", "value", "met", "per round (same batch)"):
         targets.add_column(column)
     for row in result["targets"].values():
+        spread, spread_cell = row.get("rounds"), ""
+        if spread:
+            spread_cell = (
+                f"median {spread['median']:.4f}, {spread['min']:.4f}-{spread['max']:.4f} "
+                f"over {spread['rounds']}"
+            )
         targets.add_row(
-            row["what"], f"{row['target']:,.4g}", _target_value(row["value"]), _met_cell(row)
+            row["what"],
+            f"{row['target']:,.4g}",
+            _target_value(row["value"]),
+            _met_cell(row),
+            spread_cell,
         )
     console.print(targets)
     for text in result.get("warnings", []):

@@ -81,6 +81,7 @@ def measure(
     timed = representative(work.batches, work.train.lengths, steps)
     # per pass: steps, tokens, computed positions, seconds
     totals = {p.name: [[0, 0, 0, 0.0], [0, 0, 0, 0.0]] for p in pipelines}
+    steady_steps: dict[str, list[float]] = {p.name: [] for p in pipelines}
     for first_pass in (True, False):
         for i, batch in enumerate(timed):
             for p in pipelines:
@@ -92,7 +93,10 @@ def measure(
                 total[0] += 1
                 total[1] += tokens
                 total[2] += computed
-                total[3] += time.perf_counter() - start
+                seconds = time.perf_counter() - start
+                total[3] += seconds
+                if not first_pass:
+                    steady_steps[p.name].append(round(seconds, 4))
     results = {}
     for p in pipelines:
         first, (n, tokens, computed, seconds) = totals[p.name]
@@ -114,6 +118,8 @@ def measure(
             "new_shapes": len(new),
             "ms_per_new_shape": round(1000 * extra / len(new), 1) if new else 0.0,
             "padding_share": round(1.0 - real / computed, 4) if computed else 0.0,
+            # the second pass's seconds per step, in round order (per-round ratios)
+            "step_seconds": steady_steps[p.name],
             "flops_per_second": round(flops_per_token(p.n_params) * tps),
             **p.info,
         }

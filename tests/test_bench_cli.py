@@ -273,3 +273,29 @@ def test_cpu_sample_reads_this_machines_counters():
     assert after.own >= before.own and after.wall > before.wall
     if os.path.exists("/proc/stat"):
         assert before.busy is not None and after.busy >= before.busy
+
+
+def test_round_ratios_show_how_far_one_runs_ratio_can_be_trusted():
+    # the same 4 batches, moments apart: bankllm steady, the peer slowed in round 3 only
+    bankllm = {"status": "ok", "step_seconds": [0.6, 0.5, 0.6, 0.4]}
+    peer = {"status": "ok", "step_seconds": [0.9, 0.75, 1.5, 0.6]}
+    spread = report.round_ratios(bankllm, peer)
+    assert spread == {"rounds": 4, "median": 1.5, "min": 1.5, "max": 2.5}
+    # the ratio of totals is pulled up by the one slow round; the median is not
+    totals = sum(peer["step_seconds"]) / sum(bankllm["step_seconds"])
+    assert totals > 1.7 and spread["median"] == 1.5
+    assert report.round_ratios(bankllm, {"status": "unavailable"}) is None
+    assert report.round_ratios({"status": "ok", "step_seconds": []}, peer) is None
+    targets = report.evaluate_targets({"vs_peer_bf16": round(totals, 4)})
+    targets["vs_peer_bf16"]["rounds"] = spread
+    result = {
+        "workload": {"description": "d"},
+        "training": {},
+        "recipe": {"epochs": 10, "measured": None},
+        "generation": {"status": "skipped"},
+        "parity": {"status": "skipped"},
+        "targets": targets,
+    }
+    buffer = io.StringIO()
+    report.print_report(result, Console(file=buffer, width=400))
+    assert "median 1.5000, 1.5000-2.5000 over 4" in buffer.getvalue()

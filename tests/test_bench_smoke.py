@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.train_speed import Pipeline, measure
 from bench.workload import bench_config, load_workload
 from tests.conftest import make_conversations
@@ -36,6 +38,8 @@ def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
         row = training[name]
         assert row["status"] == "ok", row
         assert row["tokens_per_second"] > 0 and row["ms_per_step"] > 0
+        assert len(row["step_seconds"]) == row["steps"]
+        assert sum(row["step_seconds"]) == pytest.approx(row["seconds"], rel=0.01, abs=1e-3)
         assert 0.0 <= row["padding_share"] < 1.0 and row["flops_per_second"] > 0
     for row in training.values():  # measured, or a reason why not (transformers absent...)
         assert row["status"] == "ok" or row["status"].split(":")[0] in ("skipped", "unavailable")
@@ -49,6 +53,12 @@ def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
     limits = result["workload"]["compute_limit_tokens_per_second"]
     assert speed["ceiling"] == limits[training["bankllm"]["precision"]] > 0
     assert speed["reachable"] is (speed["target"] <= speed["ceiling"])
+    peer = result["targets"]["vs_peer_bf16"]
+    if training["peer_bf16"]["status"] == "ok":
+        assert peer["rounds"]["rounds"] == training["bankllm"]["steps"]
+        assert peer["rounds"]["min"] <= peer["rounds"]["median"] <= peer["rounds"]["max"]
+    else:
+        assert peer["rounds"] is None
     assert result["machine"]["cpu_bf16"] in ("AMX", "AVX512-BF16", "none")
     competing = result["contention"]  # measured from /proc/stat where there is one
     if Path("/proc/stat").exists():
