@@ -40,8 +40,8 @@ def ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 def round_ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
     """How ``a``'s speed over ``b``'s varies from round to round: each round ran both on the
     same batch, moments apart, so its ratio is ``b``'s step time over ``a``'s. The median and
-    range over the rounds show how far one run's ratio of totals can be trusted on a machine
-    whose speed drifts (None unless both have steady steps)."""
+    range over the rounds show how much the ratio of totals depends on the batch mix and on
+    the machine's drift (None unless both have steady steps)."""
     if a.get("status") != "ok" or b.get("status") != "ok":
         return None
     pairs = list(zip(a.get("step_seconds", []), b.get("step_seconds", []), strict=False))
