@@ -93,10 +93,10 @@ def measure(
                 total[0] += 1
                 total[1] += tokens
                 total[2] += computed
-                seconds = time.perf_counter() - start
-                total[3] += seconds
+                elapsed = time.perf_counter() - start
+                total[3] += elapsed
                 if not first_pass:
-                    steady_steps[p.name].append(round(seconds, 4))
+                    steady_steps[p.name].append(round(elapsed, 4))
     results = {}
     for p in pipelines:
         first, (n, tokens, computed, seconds) = totals[p.name]

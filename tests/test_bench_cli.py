@@ -168,6 +168,21 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert done.stderr.startswith("error: ") and "missing.jsonl" in done.stderr
 
 
+def _render_targets(targets: dict) -> str:
+    """The printed report of a run that measured nothing but ``targets``."""
+    result = {
+        "workload": {"description": "d"},
+        "training": {},
+        "recipe": {"epochs": 10, "measured": None},
+        "generation": {"status": "skipped"},
+        "parity": {"status": "skipped"},
+        "targets": targets,
+    }
+    buffer = io.StringIO()
+    report.print_report(result, Console(file=buffer, width=400))
+    return buffer.getvalue()
+
+
 def test_a_target_above_the_machines_ceiling_is_a_miss_no_code_can_close():
     values = {"bankllm_tokens_per_second": 3420.0, "bankllm_share_of_peak": 0.48}
     low = report.evaluate_targets(values, ceilings={"bankllm_tokens_per_second": 7063})
@@ -183,17 +198,7 @@ def test_a_target_above_the_machines_ceiling_is_a_miss_no_code_can_close():
     ] is False
     # without a ceiling nothing is claimed about reachability
     assert "reachable" not in report.evaluate_targets(values)["bankllm_tokens_per_second"]
-    buffer = io.StringIO()
-    result = {
-        "workload": {"description": "d"},
-        "training": {},
-        "recipe": {"epochs": 10, "measured": None},
-        "generation": {"status": "skipped"},
-        "parity": {"status": "skipped"},
-        "targets": low,
-    }
-    report.print_report(result, Console(file=buffer, width=400))
-    assert "above this machine's ceiling (7,063)" in buffer.getvalue()
+    assert "above this machine's ceiling (7,063)" in _render_targets(low)
 
 
 def test_a_ratio_just_under_a_target_is_not_rounded_onto_it():
@@ -209,17 +214,8 @@ def test_a_ratio_just_under_a_target_is_not_rounded_onto_it():
 def test_the_targets_table_prints_values_as_they_are_judged():
     values = {"vs_peer_bf16": 1.4996, "bankllm_tokens_per_second": 3265.2,
               "bankllm_share_of_peak": 0.549}
-    result = {
-        "workload": {"description": "d"},
-        "training": {},
-        "recipe": {"epochs": 10, "measured": None},
-        "generation": {"status": "skipped"},
-        "parity": {"status": "skipped"},
-        "targets": report.evaluate_targets(values),
-    }
-    buffer = io.StringIO()
-    report.print_report(result, Console(file=buffer, width=400))
-    rows = {line.split("│")[1].strip(): line for line in buffer.getvalue().splitlines()
+    text = _render_targets(report.evaluate_targets(values))
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines()
             if line.count("│") >= 4}
     bf16 = rows["tok/s vs transformers peer, bf16"]
     assert "1.4996" in bf16 and "1.500" not in bf16 and "no" in bf16
@@ -288,14 +284,4 @@ def test_round_ratios_show_how_far_one_runs_ratio_can_be_trusted():
     assert report.round_ratios({"status": "ok", "step_seconds": []}, peer) is None
     targets = report.evaluate_targets({"vs_peer_bf16": round(totals, 4)})
     targets["vs_peer_bf16"]["rounds"] = spread
-    result = {
-        "workload": {"description": "d"},
-        "training": {},
-        "recipe": {"epochs": 10, "measured": None},
-        "generation": {"status": "skipped"},
-        "parity": {"status": "skipped"},
-        "targets": targets,
-    }
-    buffer = io.StringIO()
-    report.print_report(result, Console(file=buffer, width=400))
-    assert "median 1.5000, 1.5000-2.5000 over 4" in buffer.getvalue()
+    assert "median 1.5000, 1.5000-2.5000 over 4" in _render_targets(targets)
