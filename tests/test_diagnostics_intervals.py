@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diagnostics.analyses._common import rate_interval
+from diagnostics.decision import rate_interval
 
 
 def test_rate_interval_brackets_the_pooled_rate_and_narrows_with_more_clusters():

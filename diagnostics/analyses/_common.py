@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from scipy.stats import bootstrap
 
 
 @dataclass
@@ -57,35 +55,6 @@ def finite(value: Any) -> bool:
 def epoch_rows(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The per-epoch records, sorted by epoch."""
     return sorted(metrics.get("epochs") or [], key=lambda e: e["epoch"])
-
-
-def rate_interval(
-    hits: Sequence[float],
-    counts: Sequence[int],
-    minus: tuple[Sequence[float], Sequence[int]] | None = None,
-    level: float = 0.95,
-) -> tuple[float, float] | None:
-    """Percentile-bootstrap interval of the pooled rate ``sum(hits) / sum(counts)`` over
-    clusters (probe groups, conversations), or of that rate minus the pooled rate of an
-    independent second sample ``minus``. Whole clusters are resampled: the items within one
-    (pairs of one group's prompts, turns of one conversation) are not independent. Seeded:
-    the same input gives the same interval. None with fewer than 2 clusters in a sample.
-    """
-    samples = [(np.asarray(hits, dtype=float), np.asarray(counts, dtype=float))]
-    if minus is not None:
-        samples.append((np.asarray(minus[0], dtype=float), np.asarray(minus[1], dtype=float)))
-    if any(len(h) < 2 or c.sum() == 0 for h, c in samples):
-        return None
-
-    def statistic(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
-        rates = [h[i].sum(axis=axis) / np.maximum(c[i].sum(axis=axis), 1)
-                 for (h, c), i in zip(samples, indices, strict=True)]
-        return rates[0] - rates[1] if len(rates) == 2 else rates[0]
-
-    data = tuple(np.arange(len(h)) for h, _ in samples)
-    result = bootstrap(data, statistic, vectorized=True, paired=False, confidence_level=level,
-                       method="percentile", n_resamples=2000, rng=np.random.default_rng(0))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def spans_a_line(interval: tuple[float, float] | None, lines: Sequence[float]) -> bool:

@@ -23,7 +23,8 @@ from itertools import combinations
 from typing import Any
 
 from bankllm.tokenizer import normalize_text
-from diagnostics.analyses._common import rate_interval, spans_a_line
+from diagnostics.analyses._common import spans_a_line
+from diagnostics.decision import rate_interval
 from diagnostics.results import CheckResult, table
 
 NAME = "consistency"

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from bankllm.tokenizer import Tokenizer, normalize_text, split_words
-from diagnostics.analyses._common import rate_interval, spans_a_line
+from diagnostics.analyses._common import spans_a_line
+from diagnostics.decision import rate_interval
 from diagnostics.results import CheckResult, table
 
 NAME = "memorization"

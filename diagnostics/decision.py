@@ -1,0 +1,204 @@
+"""The one decision rule of the diagnostics (docs/diagnostics.md, "How a verdict is decided").
+
+A value estimated from a sample (a share of probes, a gap between two rates, a relative change)
+comes as an :class:`Estimate` with its 95% interval, and :func:`decide` turns it into a verdict
+against the check's two lines: PASS when the whole interval is on the passing side of the pass
+line, FAIL when the whole interval is past the fail line, otherwise WARN with a reason saying
+whether the value is conclusively between the lines or the evidence is inconclusive, and how
+many more items would settle it. A sample of fewer than ``min_n`` items never FAILs on its own.
+
+Intervals are computed from each value's natural unit of resampling: whole clusters (probe
+groups, conversations) by the percentile bootstrap, widened to the Wilson score interval of the
+pooled count so that a small or all-or-nothing sample never gets a zero-width interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest, bootstrap
+
+LEVEL = 0.95
+_Z = 1.959963984540054  # two-sided 95% normal quantile
+N_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A value with its 95% interval over ``n`` items of ``unit`` (e.g. 40 "probe groups")."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+    unit: str
+    method: str
+
+    @property
+    def mde(self) -> float:
+        """Minimum detectable effect at this sample size: the larger half-width of the
+        interval, i.e. how far from a line the value must be for this sample to decide."""
+        return max(self.value - self.low, self.high - self.value)
+
+    def values(self, key: str) -> dict[str, Any]:
+        """``{key, key_ci95_low, key_ci95_high, key_n, key_mde}`` for a result's values."""
+        return {key: self.value, f"{key}_ci95_low": self.low, f"{key}_ci95_high": self.high,
+                f"{key}_n": self.n, f"{key}_mde": self.mde}
+
+    def interval_text(self, fmt: Callable[[float], str]) -> str:
+        return f"95% CI {fmt(self.low)} to {fmt(self.high)} over {self.n} {self.unit}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A status and the one-line reason fragment that justifies it."""
+
+    status: str
+    reason: str
+    more_items: int | None = None
+
+
+def wilson(hits: float, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of ``hits`` successes in ``n`` trials (``(0, 1)`` when n is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    ci = binomtest(int(round(hits)), int(n)).proportion_ci(confidence_level=level,
+                                                           method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _cluster_bootstrap(samples: list[tuple[np.ndarray, np.ndarray]], sign: Sequence[float],
+                       level: float) -> tuple[float, float] | None:
+    if any(len(h) < 2 or c.sum() == 0 for h, c in samples):
+        return None
+
+    def statistic(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        rates = [h[i].sum(axis=axis) / np.maximum(c[i].sum(axis=axis), 1)
+                 for (h, c), i in zip(samples, indices, strict=True)]
+        return sum(s * r for s, r in zip(sign, rates, strict=True))
+
+    data = tuple(np.arange(len(h)) for h, _ in samples)
+    result = bootstrap(data, statistic, vectorized=True, paired=False, confidence_level=level,
+                       method="percentile", n_resamples=N_RESAMPLES, rng=np.random.default_rng(0))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def rate_interval(
+    hits: Sequence[float],
+    counts: Sequence[int],
+    minus: tuple[Sequence[float], Sequence[int]] | None = None,
+    level: float = LEVEL,
+) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of the pooled rate ``sum(hits) / sum(counts)`` over
+    clusters, or of that rate minus the pooled rate of an independent sample ``minus``. Whole
+    clusters are resampled; seeded. None with fewer than 2 clusters in a sample."""
+    samples = [(np.asarray(hits, dtype=float), np.asarray(counts, dtype=float))]
+    if minus is not None:
+        samples.append((np.asarray(minus[0], dtype=float), np.asarray(minus[1], dtype=float)))
+    return _cluster_bootstrap(samples, (1.0, -1.0)[: len(samples)], level)
+
+
+def rate(hits: Sequence[float], counts: Sequence[int], unit: str) -> Estimate:
+    """The pooled rate of clustered hits with the wider of its cluster-bootstrap interval and
+    the Wilson interval of the pooled count. ``unit`` names the clusters."""
+    k, n = float(np.sum(hits)), int(np.sum(counts))
+    value = k / n if n else float("nan")
+    low, high = wilson(k, n)
+    boot = rate_interval(hits, counts)
+    method = "Wilson"
+    if boot is not None and not all(c == 1 for c in counts):
+        low, high = min(low, boot[0]), max(high, boot[1])
+        method = f"bootstrap over {unit} (at least Wilson)"
+    return Estimate(value, low, high, len(counts), unit, method)
+
+
+def difference(a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float], Sequence[int]],
+               unit: str) -> Estimate:
+    """Pooled rate of ``a`` minus pooled rate of ``b`` (independent samples of clusters), with
+    the wider of the cluster-bootstrap interval and Newcombe's hybrid Wilson interval."""
+    k1, n1, k2, n2 = float(np.sum(a[0])), int(np.sum(a[1])), float(np.sum(b[0])), int(np.sum(b[1]))
+    p1 = k1 / n1 if n1 else 0.0
+    p2 = k2 / n2 if n2 else 0.0
+    l1, u1 = wilson(k1, n1)
+    l2, u2 = wilson(k2, n2)
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    boot = rate_interval(a[0], a[1], minus=b)
+    if boot is not None:
+        low, high = min(low, boot[0]), max(high, boot[1])
+    return Estimate(d, low, high, len(a[1]) + len(b[1]), unit,
+                    f"bootstrap over {unit} (at least Newcombe-Wilson)")
+
+
+def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
+                 level: float = LEVEL) -> Estimate:
+    """Paired relative change ``sum(new) / sum(base) - 1`` of per-item totals (e.g. summed
+    token losses per conversation of one val set), with a paired percentile bootstrap over the
+    items."""
+    x, y = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
+    value = float(x.sum() / y.sum() - 1.0)
+    if len(x) < 2:
+        return Estimate(value, -math.inf, math.inf, len(x), unit, "too few items")
+
+    def statistic(i: np.ndarray, axis: int = -1) -> np.ndarray:
+        return x[i].sum(axis=axis) / y[i].sum(axis=axis) - 1.0
+
+    res = bootstrap((np.arange(len(x)),), statistic, vectorized=True, confidence_level=level,
+                    method="percentile", n_resamples=N_RESAMPLES, rng=np.random.default_rng(0))
+    ci = res.confidence_interval
+    return Estimate(value, float(ci.low), float(ci.high), len(x), unit,
+                    f"paired bootstrap over {unit}")
+
+
+def _more_items(est: Estimate, line: float) -> int | None:
+    """Items to add so that the interval, shrinking as 1/sqrt(n), no longer reaches ``line``."""
+    distance = abs(est.value - line)
+    half = est.value - est.low if line < est.value else est.high - est.value
+    if distance == 0 or not math.isfinite(half) or est.n <= 0:
+        return None
+    return max(1, math.ceil(est.n * (half / distance) ** 2) - est.n)
+
+
+def decide(est: Estimate, *, pass_line: float, fail_line: float, higher_is_better: bool,
+           fmt: Callable[[float], str] = "{:.1%}".format, min_n: int = 0) -> Verdict:
+    """The verdict of ``est`` against its lines (``pass_line`` at or before ``fail_line`` on
+    the passing side). Higher-is-better: PASS if low >= pass_line, FAIL if high < fail_line;
+    lower-is-better: PASS if high <= pass_line, FAIL if low > fail_line; otherwise WARN. With
+    ``n < min_n`` a FAIL becomes WARN. The reason states value, interval and what settles it."""
+    if not math.isfinite(est.value):
+        return Verdict("WARN", f"no value to judge over {est.n} {est.unit}")
+    shown = f"{fmt(est.value)} ({est.interval_text(fmt)})"
+    if higher_is_better:
+        passing = est.low >= pass_line
+        failing = est.high < fail_line
+        past = est.low >= fail_line and est.high < pass_line
+    else:
+        passing = est.high <= pass_line
+        failing = est.low > fail_line
+        past = est.low > pass_line and est.high <= fail_line
+    worse = "below" if higher_is_better else "above"
+    better = "above" if higher_is_better else "below"
+    if passing:
+        return Verdict("PASS", f"{shown}, all of it on the passing side of {fmt(pass_line)}")
+    if failing:
+        if est.n < min_n:
+            return Verdict("WARN", f"{shown} is {worse} the fail line {fmt(fail_line)}, but "
+                           f"{est.n} {est.unit} are fewer than the {min_n} needed to FAIL on "
+                           "their own: add items")
+        return Verdict("FAIL", f"{shown}, all of it {worse} the fail line {fmt(fail_line)}")
+    if past:
+        return Verdict("WARN", f"{shown}: conclusively between the pass line {fmt(pass_line)} "
+                       f"and the fail line {fmt(fail_line)}")
+    spanned = [line for line in (pass_line, fail_line) if est.low <= line <= est.high]
+    line = min(spanned, key=lambda v: abs(v - est.value)) if spanned else pass_line
+    more = _more_items(est, line)
+    settle = (f"about {more} more {est.unit} would settle it" if more is not None
+              else "the value sits on the line: no sample size settles it")
+    side = better if (est.value >= line) == higher_is_better else worse
+    return Verdict("WARN", f"{shown} spans the line {fmt(line)} (value {side} it): "
+                   f"inconclusive; {settle}", more)

@@ -1,0 +1,113 @@
+"""The shared decision rule: intervals and the verdict that follows them."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.decision import (
+    Estimate,
+    decide,
+    difference,
+    rate,
+    rate_interval,
+    ratio_change,
+    wilson,
+)
+
+
+def _share(hits: int, n: int) -> Estimate:
+    return rate([1] * hits + [0] * (n - hits), [1] * n, "probes")
+
+
+def test_a_value_far_past_the_fail_line_fails():
+    verdict = decide(_share(20, 100), pass_line=0.9, fail_line=0.75, higher_is_better=True)
+    assert verdict.status == "FAIL"
+    assert "below the fail line 75.0%" in verdict.reason
+
+
+def test_a_value_at_the_line_on_a_small_sample_warns_and_says_how_many_more_settle_it():
+    est = _share(7, 10)  # 70% against a 75% fail line, 10 items
+    verdict = decide(est, pass_line=0.9, fail_line=0.75, higher_is_better=True)
+    assert verdict.status == "WARN"
+    assert "inconclusive" in verdict.reason and "more probes would settle it" in verdict.reason
+    assert verdict.more_items is not None and verdict.more_items > 0
+
+
+def test_a_large_sample_settles_the_same_share():
+    small = decide(_share(14, 20), pass_line=0.9, fail_line=0.75, higher_is_better=True)
+    large = decide(_share(1400, 2000), pass_line=0.9, fail_line=0.75, higher_is_better=True)
+    assert small.status == "WARN"
+    assert large.status == "FAIL"
+
+
+def test_pass_needs_the_whole_interval_on_the_passing_side():
+    assert decide(_share(990, 1000), pass_line=0.9, fail_line=0.75,
+                  higher_is_better=True).status == "PASS"
+    near = decide(_share(46, 50), pass_line=0.9, fail_line=0.75, higher_is_better=True)
+    assert near.status == "WARN" and "spans the line 90.0%" in near.reason
+
+
+def test_between_the_lines_conclusively_is_a_warn_that_says_so():
+    verdict = decide(_share(1650, 2000), pass_line=0.9, fail_line=0.75, higher_is_better=True)
+    assert verdict.status == "WARN" and "conclusively between" in verdict.reason
+
+
+def test_lower_is_better_mirrors_the_rule():
+    assert decide(_share(50, 1000), pass_line=0.10, fail_line=0.20,
+                  higher_is_better=False).status == "PASS"
+    assert decide(_share(500, 1000), pass_line=0.10, fail_line=0.20,
+                  higher_is_better=False).status == "FAIL"
+
+
+def test_too_few_items_never_fail_on_their_own():
+    est = _share(1, 11)  # one training value among 11 amounts
+    verdict = decide(est, pass_line=0.02, fail_line=0.05, higher_is_better=False, min_n=30)
+    assert verdict.status == "WARN"
+    few = decide(_share(11, 11), pass_line=0.02, fail_line=0.05, higher_is_better=False,
+                 min_n=30)
+    assert few.status == "WARN" and "fewer than the 30 needed to FAIL" in few.reason
+    many = decide(_share(30, 30), pass_line=0.02, fail_line=0.05, higher_is_better=False,
+                  min_n=30)
+    assert many.status == "FAIL"
+
+
+def test_all_or_nothing_clusters_never_give_a_zero_width_interval():
+    est = rate([6, 6, 6], [6, 6, 6], "groups")
+    assert est.value == 1.0 and est.low < 1.0  # Wilson keeps it honest
+    assert est.mde > 0
+
+
+def test_rate_is_at_least_as_wide_as_the_bootstrap_and_as_wilson():
+    hits, counts = [6, 3, 0, 6, 5, 6], [6] * 6
+    est = rate(hits, counts, "groups")
+    boot = rate_interval(hits, counts)
+    w = wilson(sum(hits), sum(counts))
+    assert est.low <= min(boot[0], w[0]) + 1e-12
+    assert est.high >= max(boot[1], w[1]) - 1e-12
+
+
+def test_difference_brackets_the_gap_and_separates_clearly_different_samples():
+    a = ([1, 2, 0, 3, 1, 2, 2, 1] * 4, [3] * 32)
+    b = ([0, 1, 0, 1, 0, 0, 1, 0] * 4, [3] * 32)
+    est = difference(a, b, "conversations")
+    assert est.low < est.value < est.high
+    assert est.low > 0
+    same = difference(a, a, "conversations")
+    assert same.low < 0 < same.high
+
+
+def test_paired_ratio_change_detects_a_uniform_regression():
+    base = [float(x) for x in range(10, 110)]
+    worse = [x * 1.05 for x in base]
+    est = ratio_change(worse, base, "conversations")
+    assert est.value == pytest.approx(0.05)
+    assert est.low == pytest.approx(0.05) and est.high == pytest.approx(0.05)
+    noisy = [x * (1.05 if i % 2 else 0.95) for i, x in enumerate(base)]
+    est2 = ratio_change(noisy, base, "conversations")
+    assert est2.low < 0 < est2.high
+
+
+def test_the_estimate_exports_its_interval_and_mde():
+    values = _share(8, 10).values("faithfulness")
+    assert set(values) == {"faithfulness", "faithfulness_ci95_low", "faithfulness_ci95_high",
+                           "faithfulness_n", "faithfulness_mde"}
