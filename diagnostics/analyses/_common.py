@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 
-
 @dataclass
 class EarlyStop:
     """Lightning ``EarlyStopping(mode="min", min_delta, patience)`` replayed over val losses.
