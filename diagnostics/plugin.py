@@ -9,7 +9,8 @@ Loaded only by ``diagnostics/conftest.py`` (never through an entry point, so the
     --baseline FILE     val-loss baseline of the regression check (default reports/baseline.json)
     --tolerance REL     allowed relative increase of best val loss over it (default 0.02;
                         finite and >= 0, checked as ``bankllm gate`` does)
-    --known-fail CHECK  a check (one of results.CHECK_NAMES) whose FAIL xfails (repeatable)
+    --probes DIR        probe sets (inv/dir/mft.jsonl) of consistency and faithfulness (default
+                        fixtures/probes; a missing folder SKIPs them, a malformed file is an error)
     --strict            pytest's own flag; here it also makes WARN verdicts fail
     --no-<section>      one per entry of OPTIONAL_SECTIONS (skips tests marked
                         ``@pytest.mark.optional_section("<section>")``)
@@ -24,33 +25,29 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bankllm.errors import BankLLMError
-from diagnostics.results import CHECK_NAMES, CheckResult
+from diagnostics.results import CheckResult
 from diagnostics.thresholds import Thresholds, load_thresholds
 
 DEFAULT_RUN = "runs/latest"
+DEFAULT_PROBES = "fixtures/probes"
 DEFAULT_REPORT_DIR = "reports"
 TRAIN_HINT = "train one first with `tox -e train` (or `bankllm train`), or pass --run DIR"
 USER_PROPERTY = "bankllm_check"
-# Later issues add optional parts of the suite here, e.g.
-# {"ablation": "skip the half-data retraining (slow)"} gives --no-ablation.
+# optional parts of the suite: {"ablation": "..."} gives --no-ablation, which skips the tests
+# marked @pytest.mark.optional_section("ablation")
 OPTIONAL_SECTIONS: dict[str, str] = {
     "ablation": "skip the half-data retraining (§6; slow: about half a training run)",
 }
 
 _THRESHOLDS = pytest.StashKey[Thresholds]()
 
-__all__ = [
-    "pytest_addoption", "pytest_configure", "pytest_sessionstart", "pytest_report_header",
-    "pytest_collection_modifyitems", "thresholds", "run_path", "bankllm_run", "metrics",
-    "run_config", "tokenizer", "split", "model", "diagnose",
-]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -65,10 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="FILE", help="val-loss baseline (default reports/baseline.json)")
     group.addoption("--tolerance", dest="bankllm_tolerance", type=float, default=0.02,
                     metavar="REL", help="allowed relative val-loss increase (default 0.02)")
-    group.addoption("--known-fail", dest="bankllm_known_fail", action="append", default=[],
-                    metavar="CHECK", help="a check whose FAIL is known and accepted: it stays "
-                    "FAIL in the report but its test xfails (repeatable; for CI on a recipe "
-                    "with documented failures)")
+    group.addoption("--probes", dest="bankllm_probes", default=DEFAULT_PROBES, metavar="DIR",
+                    help=f"probe sets of consistency and faithfulness (default {DEFAULT_PROBES})")
     for name, text in OPTIONAL_SECTIONS.items():
         group.addoption(f"--no-{name}", dest=f"bankllm_no_{name}", action="store_true",
                         help=text)
@@ -95,6 +90,10 @@ def run_dir(config: pytest.Config) -> Path:
 
 def report_dir(config: pytest.Config) -> Path:
     return _path(config, config.option.bankllm_report_dir)
+
+
+def probes_dir(config: pytest.Config) -> Path:
+    return _path(config, config.option.bankllm_probes)
 
 
 def _workers() -> int:
@@ -127,17 +126,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _check_options(config: pytest.Config) -> None:
-    """--tolerance as ``bankllm gate`` checks it; --known-fail names a check of the suite."""
+    """--tolerance as ``bankllm gate`` checks it."""
     from diagnostics.gate import check_tolerance  # scipy: import when needed
 
     try:
         check_tolerance(config.option.bankllm_tolerance)
     except BankLLMError as exc:
         raise pytest.UsageError(str(exc)) from None
-    unknown = [n for n in config.option.bankllm_known_fail or [] if n not in CHECK_NAMES]
-    if unknown:
-        raise pytest.UsageError(f"--known-fail: unknown check {', '.join(map(repr, unknown))}; "
-                                f"valid checks: {', '.join(CHECK_NAMES)}")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -156,6 +151,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         read_json(path / "metrics.json", "run metrics")
     except BankLLMError as exc:
         raise pytest.UsageError(f"{exc}: retrain, or pass --run DIR") from None
+    probes = probes_dir(config)
+    if probes.is_dir():  # a malformed probe file stops the session; a missing folder SKIPs
+        from bankllm.probes import load_probes
+
+        try:
+            load_probes(probes)
+        except BankLLMError as exc:
+            raise pytest.UsageError(f"{exc}: fix the file, or pass --probes DIR") from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -250,16 +253,57 @@ def model(run_path: Path, bankllm_run: Any) -> Any:
         pytest.fail(f"cannot load the model: {exc}", pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def probes(pytestconfig: pytest.Config) -> Any:
+    """The probe sets of ``--probes`` (validated at session start), or None when the folder
+    does not exist: the probe checks then SKIP, naming it."""
+    from bankllm.probes import load_probes
+
+    path = probes_dir(pytestconfig)
+    return load_probes(path) if path.is_dir() else None
+
+
+def no_probes_result(config: pytest.Config, name: str, used: dict[str, Any]) -> CheckResult:
+    """The SKIP of a probe check whose ``--probes`` folder does not exist."""
+    where = probes_dir(config)
+    return CheckResult(name, "SKIP", f"no probe sets: {where} does not exist (make them with "
+                       f"`bankllm data synth --probes-dir {where}`, or pass --probes DIR)",
+                       {}, used)
+
+
+_ANSWERS: dict[str, str] = {}  # prompt -> greedy answer of the run's best model, per worker
+MAX_NEW_TOKENS = 64
+ANSWER_BATCH = 128
+
+
+@pytest.fixture(scope="session")
+def probe_answers(bankllm_run: Any, model: Any) -> Callable[[Sequence[str]], dict[str, str]]:
+    """``probe_answers(prompts)``: the best model's greedy answer to each prompt (batched, in
+    the run's precision); prompts answered before on this worker are reused."""
+    from bankllm.generation import answers
+    from bankllm.precision import run_precision
+    from diagnostics.analyses._probes import collect_responses
+
+    precision = run_precision(bankllm_run.metrics, next(model.parameters()).device)
+
+    def _answers(prompts: Sequence[str]) -> dict[str, str]:
+        todo = [p for p in dict.fromkeys(prompts) if p not in _ANSWERS]
+        if todo:
+            _ANSWERS.update(collect_responses(todo, lambda ps: answers(
+                model, bankllm_run.tokenizer, ps, max_new_tokens=MAX_NEW_TOKENS,
+                precision=precision, batch_size=ANSWER_BATCH)))
+        return {p: _ANSWERS[p] for p in prompts}
+
+    return _answers
+
+
 @pytest.fixture
 def diagnose(request: pytest.FixtureRequest) -> Callable[[CheckResult], CheckResult]:
     """``diagnose(result)``: record ``result`` for the report and assert on its status."""
     strict = is_strict(request.config)
-    known_fail = set(request.config.getoption("bankllm_known_fail") or [])
 
     def _diagnose(result: CheckResult) -> CheckResult:
         request.node.user_properties.append((USER_PROPERTY, result.to_json()))
-        if result.status == "FAIL" and result.name in known_fail:
-            pytest.xfail(f"{result.name} (known FAIL, --known-fail): {result.reason}")
         if result.status == "FAIL":
             pytest.fail(f"{result.name}: {result.reason}", pytrace=False)
         if result.status == "SKIP":

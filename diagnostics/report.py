@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -37,7 +38,9 @@ from bankllm.fileio import (
     read_json,
     validate_json,
 )
-from diagnostics.results import CHECK_NAMES, STATUSES, CheckResult, jsonable, tally, worst
+from diagnostics.analyses._common import finite
+from diagnostics.registry import CHECK_NAMES
+from diagnostics.results import STATUSES, CheckResult, jsonable, tally, worst
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "diagnostics.json"
@@ -365,8 +368,54 @@ def plot_loss_curves(report: Mapping[str, Any], path: Path) -> Path | None:
     return path
 
 
+def plot_scaling_curve(result: Mapping[str, Any], path: Path) -> Path | None:
+    """scaling_curve.png: the data-scaling curve of the ablation result (a report entry), or
+    None (nothing written) when it has fewer than 2 points."""
+    pts = [p for p in result["values"].get("points") or [] if finite(p.get("best_val_loss"))]
+    if len(pts) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    pts.sort(key=lambda p: p["n_train"])
+    d = np.array([p["n_train"] for p in pts], dtype=float)
+    y = np.array([p["best_val_loss"] for p in pts], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.plot(d, y, "o", ms=7, color="tab:blue", label="best val loss", zorder=3)
+    for p in pts:
+        ax.annotate(f"{p['fraction']:.0%}", (p["n_train"], p["best_val_loss"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8)
+    fit = result["details"].get("fit")
+    if fit:
+        grid = np.geomspace(d.min() / 1.5, d.max() * 2.0, 200)
+        curve = fit["l_inf"] + fit["a"] * grid ** -fit["alpha"]
+        ax.plot(grid, curve, "-", color="tab:orange",
+                label=f"L(D) = {fit['l_inf']:.3f} + A·D^-{fit['alpha']:.2f}")
+        ax.axhline(fit["l_inf"], color="tab:orange", ls=":", lw=1, label="L_inf")
+    else:
+        ax.plot(d, y, "--", color="0.6", lw=1)
+    ax.set_xscale("log")
+    ax.set_xticks(d, [f"{int(v)}" for v in d])  # label the measured sizes, not powers of 10
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("train conversations D (log scale)")
+    ax.set_ylabel("best val loss (nats/token)")
+    rel = result["values"].get("rel_increase")
+    title = "data scaling"
+    if finite(rel):
+        title += f": half data {rel:+.1%} (chapter ~+10%)"
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    atomic_write_png(path, fig)
+    return Path(path)
+
+
 def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path]:
-    """Validate and write diagnostics.json/.svg/.html and loss_curves.png; return the paths."""
+    """Validate and write diagnostics.json/.svg/.html, loss_curves.png and (with an ablation of
+    2+ data sizes) scaling_curve.png; return the paths."""
     out = Path(report_dir)
     validate_report(report, str(out / REPORT_JSON))
     written = [atomic_write_json(out / REPORT_JSON, report)]
@@ -379,6 +428,11 @@ def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path
     png = plot_loss_curves(report, out / "loss_curves.png")
     if png is not None:
         written.append(png)
+    for check in report["checks"]:
+        if check["name"] == "ablation":
+            png = plot_scaling_curve(check, out / "scaling_curve.png")
+            if png is not None:
+                written.append(png)
     return written
 
 

@@ -21,11 +21,6 @@ from typing import Any
 from bankllm.errors import BankLLMError
 
 STATUSES: tuple[str, ...] = ("PASS", "WARN", "FAIL", "SKIP")
-# Every check of ``pytest diagnostics`` (the ``name`` of its CheckResult, its test function
-# minus ``test_``), in report order; ``--known-fail`` accepts these. A new check adds its name.
-CHECK_NAMES: tuple[str, ...] = ("initial_loss", "loss_phases", "overfitting", "leakage",
-                                "memorization", "consistency", "faithfulness", "ablation",
-                                "regression")
 _SEVERITY = {"SKIP": 0, "PASS": 1, "WARN": 2, "FAIL": 3}
 
 

@@ -3,7 +3,7 @@ tokenizer) and compare best val losses; with >= 3 data sizes cached, fit the sca
 
 The 50% run and ``EM_val`` of both models come from ``diagnostics.ablation_run``, computed
 once and cached under ``<run>/ablations/`` (a rerun reads them). Skipped with
-``--no-ablation``. Writes ``<report-dir>/scaling_curve.png``.
+``--no-ablation``. The report draws ``scaling_curve.png`` from the result.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from diagnostics.ablation_run import FRACTION, prepare_ablation
-from diagnostics.analyses.ablation import NAME, analyse_ablation, plot_scaling_curve
-from diagnostics.plugin import cores, report_dir
+from diagnostics.analyses.ablation import NAME, analyse_ablation
+from diagnostics.plugin import cores
 from diagnostics.results import CheckResult
 
 pytestmark = pytest.mark.optional_section("ablation")
@@ -55,7 +55,4 @@ def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
     if not em:
         result.details.setdefault("notes", []).append(
             "EM_val not compared: the memorization analysis (§5) is not available")
-    png = plot_scaling_curve(result, report_dir(pytestconfig) / "scaling_curve.png")
-    if png is not None:
-        result.details.setdefault("notes", []).append(f"scaling curve: {png}")
     diagnose(result)

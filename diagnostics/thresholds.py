@@ -1,14 +1,15 @@
 """Thresholds of the diagnostics: built-in defaults, the repo's pyproject table, a TOML override.
 
-Precedence: built-in :data:`DEFAULTS` (the design doc's values) < ``[tool.bankllm.diagnostics]``
+Precedence: built-in defaults (each check module's ``DEFAULTS``) < ``[tool.bankllm.diagnostics]``
 in the repo's ``pyproject.toml`` < ``pytest diagnostics --thresholds FILE``. Both TOML sources
 use one section per check, written as dotted keys or tables::
 
     overfitting.rel_gap_pass = 0.10      # or  [overfitting]  rel_gap_pass = 0.10
 
 An override file may also be a whole pyproject.toml (its ``[tool.bankllm.diagnostics]`` is used).
-Unknown sections or keys are errors that list the valid keys. A later check adds its section
-to :data:`DEFAULTS` (and, optionally, to the pyproject table).
+Unknown sections or keys are errors that list the valid keys. The built-in defaults come from
+the check modules (:mod:`diagnostics.registry`): a new check's section exists once its module
+declares ``DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -20,69 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bankllm.errors import BankLLMError
+from diagnostics.registry import DEFAULTS, ORDERED
 
 Number = int | float
-
-DEFAULTS: dict[str, dict[str, Number]] = {
-    # Lightning EarlyStopping semantics; shared by loss_phases (plateau), overfitting (val rising)
-    "early_stopping": {"min_delta": 0.005, "patience": 2},
-    # §1: FAIL if |L0 - ln V| > max_rel_dev * ln V
-    "initial_loss": {"max_rel_dev": 0.25},
-    # §2: change points of log(step loss); divergence = spike over the rolling median
-    "loss_phases": {
-        "max_phases": 4,
-        "spike_factor": 3.0,
-        "spike_window": 20,
-        "plateau_rate": 0.02,  # a phase losing < 2 % of its loss per epoch is a plateau
-        "rapid_ratio": 0.5,  # slope >= 0.5 x the steepest phase's: "rapid drop"
-        "learning_ratio": 0.15,  # >= 0.15 x: "domain learning"; below: "refinement"
-        "share_target": 0.95,  # report the epoch by which this share of the reduction is done
-    },
-    # §3: rel_gap = (val - train_eval) / train_eval at the last epoch
-    "overfitting": {
-        "rel_gap_pass": 0.10,
-        "rel_gap_warn": 0.25,
-        "min_abs_gap": 0.01,  # nats/token; a smaller gap is never overfitting (ppl ratio < 1 %)
-        "widen_slope": 0.01,  # per epoch, least squares over the last widen_epochs epochs
-        "widen_epochs": 3,
-    },
-    # §4: near duplicate = rapidfuzz ratio >= near_ratio
-    "leakage": {"near_ratio": 95, "max_exact": 0.05, "max_near": 0.05},
-    # §6: rel_increase = (L50 - L100) / L100 of best val loss; PASS in [0, rel_pass],
-    # WARN below 0 or up to rel_warn, FAIL above
-    "ablation": {"rel_pass": 0.25, "rel_warn": 0.50},
-    # §5: gap = EM_train - EM_val (PASS <= gap_pass, WARN <= gap_warn); fuzzy = rapidfuzz ratio
-    # >= fuzzy_ratio; regurgitation: share of amounts in val answers copied from training
-    # conversations (values in >= public_min_share of them are public constants, not counted)
-    "memorization": {
-        "n_train_turns": 300,
-        "gap_pass": 0.10,
-        "gap_warn": 0.20,
-        "fuzzy_ratio": 90.0,
-        "regurgitation_warn": 0.02,
-        "regurgitation_fail": 0.05,
-        "public_min_share": 0.01,
-    },
-    # §7: INV/MFT judged by an intent classifier (SKIP below judge_min_accuracy on val);
-    # PASS at the value, WARN within warn_margin below, else FAIL
-    "consistency": {
-        "judge_min_accuracy": 0.95,
-        "consistency_pass": 0.90,
-        "novel_accuracy_pass": 0.80,
-        "warn_margin": 0.15,
-    },
-    # §7 DIR: share of entity-swapped requests answered about exactly the requested account
-    "faithfulness": {"faithfulness_pass": 0.90, "warn_margin": 0.15},
-}
-
-_ORDERED = (
-    ("overfitting", "rel_gap_pass", "rel_gap_warn"),
-    ("leakage", "max_exact", "max_near"),
-    ("ablation", "rel_pass", "rel_warn"),
-    ("memorization", "gap_pass", "gap_warn"),
-    ("memorization", "regurgitation_warn", "regurgitation_fail"),
-)
-
 
 def valid_keys() -> list[str]:
     """Every ``section.key`` a thresholds source may set."""
@@ -134,7 +75,7 @@ class Thresholds:
                         f"{origin}: unknown threshold '{section}.{key}'; valid keys: {valid}"
                     )
                 self.values[section][key] = _check_value(section, key, value, origin)
-        for section, low, high in _ORDERED:
+        for section, low, high in ORDERED:
             if self.values[section][low] > self.values[section][high]:
                 raise BankLLMError(f"{origin}: {section}.{low} must be <= {section}.{high}")
         self.sources.append(origin)

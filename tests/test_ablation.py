@@ -25,8 +25,9 @@ from bankllm.ablation import (
 from bankllm.checkpoints import load_run
 from bankllm.config import TrainConfig
 from bankllm.errors import BankLLMError
-from diagnostics.analyses.ablation import analyse_ablation, band, fit_scaling, plot_scaling_curve
-from diagnostics.thresholds import DEFAULTS
+from diagnostics.analyses.ablation import analyse_ablation, band, fit_scaling
+from diagnostics.registry import DEFAULTS
+from diagnostics.report import plot_scaling_curve
 
 TH = DEFAULTS["ablation"]
 
@@ -162,7 +163,7 @@ def test_analyse_ablation_with_three_sizes_fits_alpha_and_plots(tmp_path):
     assert abs(r.values["alpha"] - 0.6) < 0.06 and r.values["fit_points"] == 3
     assert r.values["em_val_100"] == 0.8 and r.values["em_val_50"] == 0.7
     assert len(r.details["tables"][0]["rows"]) == 3
-    png = plot_scaling_curve(r, tmp_path / "reports" / "scaling_curve.png")
+    png = plot_scaling_curve(r.to_dict(), tmp_path / "reports" / "scaling_curve.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(png.parent.glob(".*.tmp"))
 

@@ -14,15 +14,14 @@ from bankllm.data import load_conversations, split_conversations
 from bankllm.probes import Probes, load_probes
 from bankllm.synth import mentioned_account_types
 from bankllm.tokenizer import normalize_text
+from diagnostics.analyses._probes import collect_responses, probe_prompts
 from diagnostics.analyses.consistency import (
     Judge,
     analyse_consistency,
-    analyse_faithfulness,
-    collect_responses,
     labelled_agent_turns,
-    probe_prompts,
     train_judge,
 )
+from diagnostics.analyses.faithfulness import analyse_faithfulness
 from diagnostics.thresholds import Thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +161,8 @@ def test_warn_band_just_below_the_pass_mark(setup):
     assert result.values["novel_accuracy"] == pytest.approx(1 - 5 / len(probes.mft))
     assert result.values["consistency"] == 1.0
     assert result.status == "WARN"
-    assert "novel accuracy" in result.reason and "< 95%" in result.reason
+    assert "novel accuracy" in result.reason and "spans the line 95.0%" in result.reason
+    assert "inconclusive" in result.reason and "more novel prompts would settle it" in result.reason
 
 
 def test_judge_works_in_the_models_word_space(setup):
@@ -185,7 +185,8 @@ def test_a_verdict_inside_its_interval_of_doubt_says_so(setup):
     spans = any(v["consistency_ci95_low"] < line <= v["consistency_ci95_high"]
                 for line in (TH["consistency_pass"],
                              TH["consistency_pass"] - TH["warn_margin"]))
-    assert spans == ("do not settle the verdict" in result.reason), result.reason
+    assert spans == ("inconclusive" in result.reason), result.reason
+    assert result.status == "WARN"  # never FAIL on an interval that reaches a line
     assert spans, v  # the planted case sits near a line
     oracle_result = analyse_consistency(
         probes, collect_responses(probe_prompts(probes), oracle(split, probes)), judge, TH)

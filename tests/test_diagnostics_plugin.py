@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bankllm.fileio import atomic_write_json
-from diagnostics.results import CHECK_NAMES
+from diagnostics.registry import CHECK_NAMES
 from diagnostics.testing import healthy_metrics, plant_val_rising
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,19 +85,6 @@ def test_warn_passes_unless_strict(tmp_path, strict, code):
     assert "WARN loss_phases" in proc.stdout
 
 
-def test_known_fail_keeps_the_fail_in_the_report_but_not_in_the_exit_code(tmp_path):
-    run = fake_run(tmp_path, plant_val_rising(healthy_metrics()))
-    reports = tmp_path / "reports"
-    args = ["--run", str(run), "--report-dir", str(reports), "-k", "overfitting"]
-    proc = run_diagnostics(*args, "--known-fail", "overfitting")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "FAIL overfitting" in proc.stdout and "1 xfailed" in proc.stdout
-    report = json.loads((reports / "diagnostics.json").read_text())
-    assert [c["status"] for c in report["checks"]] == ["FAIL"]
-    # another check's FAIL still fails the session
-    assert run_diagnostics(*args, "--known-fail", "leakage").returncode == 1
-
-
 def _one_usage_error(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 4, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -105,18 +92,14 @@ def _one_usage_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_unknown_known_fail_check_is_a_usage_error_listing_the_checks(tmp_path):
-    run = fake_run(tmp_path, healthy_metrics())
-    line = _one_usage_error(run_diagnostics("--run", str(run), "--known-fail", "overfitting",
-                                            "--known-fail", "bogus"))
-    assert "--known-fail: unknown check 'bogus'; valid checks: " + ", ".join(CHECK_NAMES) in line
-
-
-def test_every_check_of_the_suite_is_a_known_check_name():
-    """--known-fail accepts CHECK_NAMES: each test of the suite must be one of them."""
-    tests = {m.group(1) for f in (REPO / "diagnostics").glob("test_*.py")
-             for m in re.finditer(r"^def test_(\w+)\(", f.read_text(), re.M)}
-    assert tests == set(CHECK_NAMES)
+def test_every_check_is_one_module_and_one_pytest_check_of_the_same_name():
+    """CHECK_NAMES comes from the analysis modules; each has diagnostics/test_<name>.py
+    holding exactly ``test_<name>``, and no pytest check lacks a module."""
+    files = {f.stem.removeprefix("test_"): f for f in (REPO / "diagnostics").glob("test_*.py")}
+    assert set(files) == set(CHECK_NAMES)
+    for name, f in files.items():
+        assert re.findall(r"^def test_(\w+)\(", f.read_text(), re.M) == [name]
+        assert (REPO / "diagnostics" / "analyses" / f"{name}.py").is_file()
 
 
 @pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "inf"])

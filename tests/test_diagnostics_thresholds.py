@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bankllm.errors import BankLLMError
-from diagnostics.thresholds import DEFAULTS, load_thresholds, valid_keys
+from diagnostics.registry import DEFAULTS
+from diagnostics.thresholds import load_thresholds, valid_keys
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# Lightning EarlyStopping semantics (val loss), shared by loss_phases (plateau) and
+# overfitting (val rising): a thresholds section of its own
+EARLY_STOPPING_DEFAULTS: dict[str, int | float] = {"min_delta": 0.005, "patience": 2}
+
 
 @dataclass
 class EarlyStop:

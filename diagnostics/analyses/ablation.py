@@ -13,7 +13,6 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,11 @@ from diagnostics.analyses._common import finite
 from diagnostics.results import CheckResult, table
 
 NAME = "ablation"
+ORDER = 80  # place in the report
+# rel_increase = (L50 - L100) / L100 of best val loss; PASS up to rel_pass, FAIL above
+# rel_warn
+DEFAULTS = {"rel_pass": 0.25, "rel_warn": 0.50}
+ORDERED = (("rel_pass", "rel_warn"),)
 CHAPTER_PREDICTION = 0.10  # "Would see ~10% loss increase, not 50%"
 ALPHA_BOUNDS = (1e-3, 10.0)
 
@@ -201,50 +205,3 @@ def analyse_ablation(
         reason = (f"{measured}, above {rel_warn:.0%}: data-starved or memorizing — collect "
                   "more data, regularise, or stop earlier")
     return CheckResult(NAME, status, reason, values, used, details)
-
-
-def plot_scaling_curve(result: CheckResult, path: str | Path) -> Path | None:
-    """Write the data-scaling curve of an :func:`analyse_ablation` result as a PNG (matplotlib
-    Agg, atomically). None (nothing written) when the result has fewer than 2 points."""
-    from bankllm.fileio import atomic_write_png
-
-    pts = [p for p in result.values.get("points") or [] if finite(p.get("best_val_loss"))]
-    if len(pts) < 2:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    pts.sort(key=lambda p: p["n_train"])
-    d = np.array([p["n_train"] for p in pts], dtype=float)
-    y = np.array([p["best_val_loss"] for p in pts], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.plot(d, y, "o", ms=7, color="tab:blue", label="best val loss", zorder=3)
-    for p in pts:
-        ax.annotate(f"{p['fraction']:.0%}", (p["n_train"], p["best_val_loss"]),
-                    textcoords="offset points", xytext=(6, 6), fontsize=8)
-    fit = result.details.get("fit")
-    if fit:
-        grid = np.geomspace(d.min() / 1.5, d.max() * 2.0, 200)
-        curve = fit["l_inf"] + fit["a"] * grid ** -fit["alpha"]
-        ax.plot(grid, curve, "-", color="tab:orange",
-                label=f"L(D) = {fit['l_inf']:.3f} + A·D^-{fit['alpha']:.2f}")
-        ax.axhline(fit["l_inf"], color="tab:orange", ls=":", lw=1, label="L_inf")
-    else:
-        ax.plot(d, y, "--", color="0.6", lw=1)
-    ax.set_xscale("log")
-    ax.set_xticks(d, [f"{int(v)}" for v in d])  # label the measured sizes, not powers of 10
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("train conversations D (log scale)")
-    ax.set_ylabel("best val loss (nats/token)")
-    rel = result.values.get("rel_increase")
-    title = "data scaling"
-    if finite(rel):
-        title += f": half data {rel:+.1%} (chapter ~{CHAPTER_PREDICTION:+.0%})"
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    atomic_write_png(path, fig)
-    return Path(path)

@@ -1,18 +1,12 @@
-"""§7 Prompt consistency (CheckList-style probes with phrasings the training data never has).
+"""Prompt consistency (docs/diagnostics.md, "consistency"): CheckList-style INV paraphrase
+groups and MFT novel prompts, with phrasings the training data never has.
 
-Two checks, because they need different things:
+Judging them needs the *intent* of a response. A judge — TF-IDF word 1-2-grams and char_wb
+2-5-grams, logistic regression — is trained on the train split's agent turns and their intent
+labels and validated on the val split's; below ``judge_min_accuracy`` (or without labels) the
+check is SKIP. Entity swaps (DIR) need no judge: they are the ``faithfulness`` check.
 
-* ``consistency`` (INV paraphrase groups, MFT novel prompts) needs to know the *intent* of a
-  response. A judge — TF-IDF word 1-2-grams and char_wb 2-5-grams, logistic regression —
-  is trained on the train split's agent turns and their intent labels and validated on the val
-  split's; below ``judge_min_accuracy`` (or without labels) the check is SKIP.
-* ``faithfulness`` (DIR entity swaps) needs only the account types a response names
-  (:func:`bankllm.synth.mentioned_account_types`), so it never waits on the judge: the
-  chapter's "What is my credit balance?" -> "your checking account balance is ..." is a
-  failure whatever the judge's accuracy.
-
-Responses come from a *response source*, any callable ``list[customer message] -> list[agent
-answer]``; the analyses take the answers as a ``{prompt: answer}`` mapping and need no model.
+The analysis takes the answers as a ``{prompt: answer}`` mapping and needs no model.
 """
 
 from __future__ import annotations
@@ -23,16 +17,20 @@ from itertools import combinations
 from typing import Any
 
 from bankllm.tokenizer import normalize_text
-from diagnostics.analyses._common import spans_a_line
-from diagnostics.decision import rate_interval
-from diagnostics.results import CheckResult, table
+from diagnostics.analyses._probes import MAX_ROWS, NO_ANSWER, clip_answer, probe_prompts
+from diagnostics.decision import decide, rate
+from diagnostics.results import CheckResult, table, worst
 
 NAME = "consistency"
-FAITHFULNESS = "faithfulness"
-NO_ANSWER = "(no answer)"
-MAX_ROWS = 15
-
-ResponseSource = Callable[[Sequence[str]], list[str]]
+ORDER = 60  # place in the report
+# INV/MFT judged by an intent classifier (SKIP below judge_min_accuracy on val);
+# PASS at the value, FAIL below it minus warn_margin
+DEFAULTS = {
+    "judge_min_accuracy": 0.95,
+    "consistency_pass": 0.90,
+    "novel_accuracy_pass": 0.80,
+    "warn_margin": 0.15,
+}
 
 
 # --------------------------------------------------------------------------- the judge
@@ -108,49 +106,11 @@ def train_judge(train: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str, A
     return Judge(predict, hits / len(x_val), len(x_train), len(x_val), labels)
 
 
-# --------------------------------------------------------------------------- responses
-
-
-def probe_prompts(probes: Any, kinds: Sequence[str] = ("inv", "dir", "mft")) -> list[str]:
-    """The distinct customer prompts of the given probe kinds, in file order."""
-    seen: dict[str, None] = {}
-    for kind in kinds:
-        for rec in getattr(probes, kind):
-            if kind == "inv":
-                seen.update(dict.fromkeys(rec["prompts"]))
-            elif kind == "dir":
-                seen.update(dict.fromkeys(v["prompt"] for v in rec["variants"]))
-            else:
-                seen[rec["prompt"]] = None
-    return list(seen)
-
-
-def collect_responses(prompts: Sequence[str], source: ResponseSource) -> dict[str, str]:
-    """``{prompt: answer}`` for every prompt, from one call to ``source``."""
-    answers = source(list(prompts))
-    if len(answers) != len(prompts):
-        raise ValueError(f"response source returned {len(answers)} answers for {len(prompts)} "
-                         "prompts")
-    return {p: str(a) for p, a in zip(prompts, answers, strict=True)}
-
-
 # --------------------------------------------------------------------------- analyses
 
 
-def _band(value: float, pass_at: float, margin: float) -> str:
-    return "PASS" if value >= pass_at else "WARN" if value >= pass_at - margin else "FAIL"
-
-
-def _worse(*statuses: str) -> str:
-    return max(statuses, key=("PASS", "WARN", "FAIL").index)
-
-
-def _clip(text: str, n: int = 90) -> str:
-    """A response as a table shows it: readable (digits joined) and at most ``n`` chars."""
-    from bankllm.generation import detokenize
-
-    text = detokenize(text)
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
 
 
 def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
@@ -208,7 +168,8 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
                                  "answers": [{"prompt": p, "response": responses[p],
                                               "judged": intent[p]} for p in group["prompts"]]})
             for p in group["prompts"]:
-                inv_rows.append((group["id"], group["intent"], p, _clip(responses[p]), intent[p]))
+                inv_rows.append((group["id"], group["intent"], p, clip_answer(responses[p]),
+                                 intent[p]))
                 inv_status.append(None if intent[p] == group["intent"] else "FAIL")
     novel_hits, failures_mft = 0, []
     for rec in probes.mft:
@@ -227,28 +188,28 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         "novel_accuracy": novel_hits / n_mft if n_mft else None,
         "n_inv_groups": n_groups, "n_inv_pairs": pairs, "n_mft": n_mft, **judge_values,
     }
-    ci = rate_interval(group_agree, group_pairs)
-    values["consistency_ci95_low"], values["consistency_ci95_high"] = ci or (None, None)
     statuses, parts = [], []
-    if values["consistency"] is not None:
-        s = _band(values["consistency"], th["consistency_pass"], th["warn_margin"])
-        statuses.append(s)
-        spread = f" [95% CI {ci[0]:.0%}-{ci[1]:.0%} over groups]" if ci else ""
-        parts.append(f"consistency {values['consistency']:.0%}{spread} of {pairs} paraphrase "
-                     f"pairs agree ({'≥' if s == 'PASS' else '<'} {th['consistency_pass']:.0%}); "
-                     f"{values['consistent_and_correct']:.0%} of {n_groups} groups all answer "
-                     "the expected intent")
-        lines = [th["consistency_pass"], th["consistency_pass"] - th["warn_margin"]]
-        if spans_a_line(ci, lines):
-            parts.append(f"the interval spans a verdict line: {n_groups} probe groups do not "
-                         "settle the verdict")
-    if values["novel_accuracy"] is not None:
-        s = _band(values["novel_accuracy"], th["novel_accuracy_pass"], th["warn_margin"])
-        statuses.append(s)
-        parts.append(f"novel accuracy {values['novel_accuracy']:.0%} of {n_mft} unseen prompts "
-                     f"({'≥' if s == 'PASS' else '<'} {th['novel_accuracy_pass']:.0%})")
-    status = _worse(*statuses)
-    if status != "PASS":
+    est = novel = None
+    if pairs:
+        est = rate(group_agree, group_pairs, "probe groups")
+        values.update(est.values("consistency"))
+        verdict = decide(est, pass_line=th["consistency_pass"],
+                         fail_line=th["consistency_pass"] - th["warn_margin"],
+                         higher_is_better=True, fmt=_pct)
+        statuses.append(verdict.status)
+        parts.append(f"consistency (share of {pairs} paraphrase pairs that agree) "
+                     f"{verdict.reason}; {values['consistent_and_correct']:.0%} of {n_groups} "
+                     "groups all answer the expected intent")
+    if n_mft:
+        novel = rate([1] * novel_hits + [0] * (n_mft - novel_hits), [1] * n_mft, "novel prompts")
+        values.update(novel.values("novel_accuracy"))
+        verdict = decide(novel, pass_line=th["novel_accuracy_pass"],
+                         fail_line=th["novel_accuracy_pass"] - th["warn_margin"],
+                         higher_is_better=True, fmt=_pct)
+        statuses.append(verdict.status)
+        parts.append(f"novel accuracy {verdict.reason}")
+    status = worst(statuses)
+    if status == "FAIL":
         parts.append("the model answers by surface form, not by request — add paraphrases to "
                      "the training data")
     parts.append(f"judge accuracy {judge.accuracy:.1%} on val")
@@ -263,18 +224,20 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         ("INV", "consistency (agreeing pairs)", pct(values["consistency"]),
          f"≥ {th['consistency_pass']:.0%}"),
         ("INV", "95% interval (bootstrap over groups)",
-         f"{ci[0]:.1%} - {ci[1]:.1%}" if ci else None, None),
+         f"{est.low:.1%} - {est.high:.1%}" if est else None, None),
         ("INV", "all consistent (groups)", pct(values["all_consistent"]), None),
         ("INV", "consistent and correct (groups)", pct(values["consistent_and_correct"]), None),
         ("MFT", "novel accuracy", pct(values["novel_accuracy"]),
          f"≥ {th['novel_accuracy_pass']:.0%}"),
+        ("MFT", "95% interval (Wilson)", f"{novel.low:.1%} - {novel.high:.1%}" if novel else None,
+         None),
         ("judge", "accuracy on val agent turns", pct(judge.accuracy),
          f"≥ {th['judge_min_accuracy']:.0%}"),
     ]
     details["tables"].append(table(
         "probe verdicts", ["probes", "measure", "value", "pass at"], summary,
         [statuses[0] if values["consistency"] is not None else None, None, None, None,
-         statuses[-1] if values["novel_accuracy"] is not None else None, "PASS"]))
+         statuses[-1] if values["novel_accuracy"] is not None else None, None, "PASS"]))
     if inv_rows:
         details["tables"].append(table(
             "INV groups not all answered with the expected intent",
@@ -284,7 +247,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         details["tables"].append(table(
             "MFT prompts answered with another intent",
             ["probe", "expected", "prompt", "model's answer", "judged"],
-            [(f["id"], f["intent"], f["prompt"], _clip(f["response"]), f["judged"])
+            [(f["id"], f["intent"], f["prompt"], clip_answer(f["response"]), f["judged"])
              for f in failures_mft[:MAX_ROWS]], ["FAIL"] * min(MAX_ROWS, len(failures_mft))))
     details["notes"].append(
         f"judge: TF-IDF word 1-2-grams + char_wb 2-5-grams, logistic regression, trained on "
@@ -297,67 +260,3 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         details["notes"].append(f"tables show the first {MAX_ROWS} rows; every failure is "
                                 "in details.failures of diagnostics.json")
     return CheckResult(NAME, status, "; ".join(parts), values, th, details)
-
-
-def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
-                         thresholds: Mapping[str, float]) -> CheckResult:
-    """DIR: a response is faithful when the account types it names are exactly the requested
-    one. ``faithfulness`` = share of faithful responses over all variants. PASS at
-    ``faithfulness_pass``, WARN within ``warn_margin`` below, else FAIL."""
-    from bankllm.synth import mentioned_account_types
-
-    th = {k: float(thresholds[k]) for k in ("faithfulness_pass", "warn_margin")}
-    if not probes.dir:
-        return CheckResult(FAITHFULNESS, "SKIP", "no DIR (entity swap) probes to ask", {}, th)
-    n = faithful = 0
-    failures: list[dict[str, Any]] = []
-    swapped = 0  # names another entity instead of the requested one
-    for rec in probes.dir:
-        for var in rec["variants"]:
-            answer = responses[var["prompt"]]
-            named = mentioned_account_types(answer)
-            ok = named == [var["entity"]]
-            n += 1
-            faithful += ok
-            if not ok:
-                swapped += bool(named) and var["entity"] not in named
-                failures.append({"id": rec["id"], "intent": rec["intent"],
-                                 "requested": var["entity"], "prompt": var["prompt"],
-                                 "response": answer, "named": named})
-    share = faithful / n
-    per_entity: dict[str, list[int]] = {}
-    for rec in probes.dir:
-        for var in rec["variants"]:
-            hit = mentioned_account_types(responses[var["prompt"]]) == [var["entity"]]
-            per_entity.setdefault(var["entity"], [0, 0])
-            per_entity[var["entity"]][0] += hit
-            per_entity[var["entity"]][1] += 1
-    values: dict[str, Any] = {
-        "faithfulness": share, "n_variants": n, "n_unfaithful": n - faithful,
-        "n_swapped": swapped,
-        **{f"faithfulness_{e.replace(' ', '_')}": h / t for e, (h, t) in per_entity.items()},
-    }
-    status = _band(share, th["faithfulness_pass"], th["warn_margin"])
-    reason = (f"{faithful}/{n} entity-swapped requests ({share:.0%}) answered about exactly the "
-              f"requested account ({'≥' if status == 'PASS' else '<'} "
-              f"{th['faithfulness_pass']:.0%})")
-    if status != "PASS":
-        worst_entity = min(per_entity, key=lambda e: per_entity[e][0] / per_entity[e][1])
-        reason += (f"; {swapped} name another account instead, worst for {worst_entity} "
-                   f"({values['faithfulness_' + worst_entity.replace(' ', '_')]:.0%}) — the "
-                   "model ignores the entity the customer asked about")
-    details: dict[str, Any] = {"failures": failures, "tables": [], "notes": []}
-    details["tables"].append(table(
-        "faithfulness per requested account", ["account", "faithful", "of", "share"],
-        [(e, h, t, f"{h / t:.1%}") for e, (h, t) in per_entity.items()],
-        [_band(h / t, th["faithfulness_pass"], th["warn_margin"]) for h, t in per_entity.values()]))
-    if failures:
-        details["tables"].append(table(
-            "unfaithful answers", ["probe", "asked about", "prompt", "model's answer", "names"],
-            [(f["id"], f["requested"], f["prompt"], _clip(f["response"]),
-              ", ".join(f["named"]) or "none") for f in failures[:MAX_ROWS]],
-            ["FAIL"] * min(MAX_ROWS, len(failures))))
-        if len(failures) > MAX_ROWS:
-            details["notes"].append(f"table shows the first {MAX_ROWS} of {len(failures)}; all "
-                                    "are in details.failures of diagnostics.json")
-    return CheckResult(FAITHFULNESS, status, reason, values, th, details)

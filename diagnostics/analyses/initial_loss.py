@@ -9,6 +9,9 @@ from typing import Any
 from diagnostics.results import CheckResult
 
 NAME = "initial_loss"
+ORDER = 10  # place in the report
+# FAIL if |L0 - ln V| > max_rel_dev * ln V
+DEFAULTS = {"max_rel_dev": 0.25}
 
 
 def analyse_initial_loss(

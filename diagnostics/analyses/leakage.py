@@ -10,6 +10,9 @@ import numpy as np
 from diagnostics.results import CheckResult, table
 
 NAME = "leakage"
+ORDER = 40  # place in the report
+# near duplicate = rapidfuzz ratio >= near_ratio
+DEFAULTS = {"near_ratio": 95, "max_exact": 0.05, "max_near": 0.05}
 _CELLS_PER_CHUNK = 4_000_000  # bound the float32 score matrix of one cdist call to ~16 MB
 
 

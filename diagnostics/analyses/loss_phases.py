@@ -12,6 +12,17 @@ from diagnostics.analyses._common import early_stopping, epoch_rows, finite
 from diagnostics.results import CheckResult, table
 
 NAME = "loss_phases"
+ORDER = 20  # place in the report
+# change points of log(step loss); divergence = a spike over the rolling median
+DEFAULTS = {
+    "max_phases": 4,
+    "spike_factor": 3.0,
+    "spike_window": 20,
+    "plateau_rate": 0.02,  # a phase losing < 2 % of its loss per epoch is a plateau
+    "rapid_ratio": 0.5,  # slope >= 0.5 x the steepest phase's: "rapid drop"
+    "learning_ratio": 0.15,  # >= 0.15 x: "domain learning"; below: "refinement"
+    "share_target": 0.95,  # report the epoch by which this share of the reduction is done
+}
 MAX_POINTS = 200  # longer curves are averaged into this many consecutive-step buckets
 METHOD = "ruptures.Dynp(model='linear') on log(loss) vs step; 1..max_phases segments by BIC"
 

@@ -37,6 +37,20 @@ from diagnostics.decision import rate_interval
 from diagnostics.results import CheckResult, table
 
 NAME = "memorization"
+ORDER = 50  # place in the report
+# gap = EM_train - EM_val (PASS <= gap_pass, FAIL > gap_warn); fuzzy = rapidfuzz ratio >=
+# fuzzy_ratio; regurgitation: share of amounts in val answers copied from training
+# conversations (values in >= public_min_share of them are public constants, not counted)
+DEFAULTS = {
+    "n_train_turns": 300,
+    "gap_pass": 0.10,
+    "gap_warn": 0.20,
+    "fuzzy_ratio": 90.0,
+    "regurgitation_warn": 0.02,
+    "regurgitation_fail": 0.05,
+    "public_min_share": 0.01,
+}
+ORDERED = (("gap_pass", "gap_warn"), ("regurgitation_warn", "regurgitation_fail"))
 KS: tuple[int, ...] = (8, 16, 32)
 EXTRACT_TOKENS = 32  # tokens a k-extraction must reproduce (fewer if the conversation ends)
 SPLITS = ("train", "val", "chance")

@@ -16,6 +16,16 @@ from diagnostics.analyses._common import epoch_rows, finite
 from diagnostics.results import CheckResult, table
 
 NAME = "overfitting"
+ORDER = 30  # place in the report
+# rel_gap = (val - train_eval) / train_eval at the last epoch
+DEFAULTS = {
+    "rel_gap_pass": 0.10,
+    "rel_gap_warn": 0.25,
+    "min_abs_gap": 0.01,  # nats/token; a smaller gap is never overfitting (ppl ratio < 1 %)
+    "widen_slope": 0.01,  # per epoch, least squares over the last widen_epochs epochs
+    "widen_epochs": 3,
+}
+ORDERED = (("rel_gap_pass", "rel_gap_warn"),)
 
 
 def _band(gap: float, rel: float, th: Mapping[str, float]) -> str:

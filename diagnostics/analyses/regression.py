@@ -24,6 +24,9 @@ from diagnostics.analyses._common import finite
 from diagnostics.results import CheckResult, table
 
 NAME = "regression"
+ORDER = 90  # place in the report
+# the gate's tolerance is a command-line option (--tolerance), not a threshold
+DEFAULTS: dict[str, float] = {}
 DEFAULT_TOLERANCE = 0.02
 UPDATE_HINT = "bankllm gate --run RUN --update"
 

@@ -1,0 +1,10 @@
+"""``overfitting`` on the run's metrics.json (docs/diagnostics.md)."""
+
+from __future__ import annotations
+
+from diagnostics.analyses.overfitting import NAME, analyse_overfitting
+
+
+def test_overfitting(metrics, thresholds, diagnose):
+    """Val loss against the eval-mode train loss, per epoch."""
+    diagnose(analyse_overfitting(metrics, thresholds.for_check(NAME)))
