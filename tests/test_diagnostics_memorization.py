@@ -119,7 +119,7 @@ def test_reciting_training_answers_fails_the_gap_and_regurgitates(data):
     assert v["em_train"] > 0.95 and v["gap"] > TH["gap_warn"]  # (equal prompts collide)
     assert v["extract_k32_train"] > 0.8 and v["extract_k32_val"] == 0.0
     assert v["regurgitation"] > TH["regurgitation_fail"]
-    assert "gap above 20%" in result.reason and "privacy" in result.reason
+    assert "all of it above the fail line +20.0%" in result.reason and "privacy" in result.reason
     examples = result.details["examples"]
     assert any(e["split"] == "val" and "copies training value" in e["why"] for e in examples)
     assert any(e["split"] == "train" and "no prompt reveals" in e["why"] for e in examples)
@@ -132,7 +132,7 @@ def test_answering_train_and_val_alike_passes(data):
     assert result.status == "PASS", result.reason
     assert abs(v["gap"]) <= TH["gap_pass"] and v["em_val"] > 0.3
     assert v["regurgitation"] == 0.0 and v["values_generated_val"] > 0
-    assert "gap ≤ 10%" in result.reason
+    assert "all of it on the passing side of +10.0%" in result.reason
     table = result.details["tables"][0]
     assert table["columns"] == ["measure", "train", "val", "train − val", "chance"]
     assert [r[0] for r in table["rows"]][:3] == ["exact match (EM)", "fuzzy (ratio ≥ 90)",
@@ -162,7 +162,25 @@ def test_common_values_are_public_constants_not_regurgitation():
     common = analyse_memorization(gens, [], {"$35": 50}, 100, TH)
     rare = analyse_memorization(gens, [], {"$35": 1}, 100, TH)
     assert common.values["regurgitation"] == 0.0 and common.values["regurgitation_any"] == 1.0
-    assert rare.values["regurgitation"] == 1.0 and rare.status == "FAIL"
+    assert rare.values["regurgitation"] == 1.0 and rare.status == "WARN"  # one amount: too few
+    assert "fewer than the 30 needed to FAIL" in rare.reason
+    decisive = analyse_memorization(gens, [], {"$35": 1}, 100,
+                                    {**TH, "regurgitation_min_amounts": 1})
+    assert decisive.status == "FAIL"
+
+
+def test_one_training_value_among_eleven_amounts_cannot_fail_on_its_own():
+    """The small-data case: 1 of 11 generated amounts is a private training value (9.1%)."""
+    train_item = Item("train", "turn", "c0", "<bos> <customer> hi <agent>", "hello .")
+    gens = [Generation(train_item, "hello .")]
+    for i in range(11):
+        amount = "$ 9 9 . 0 1" if i == 0 else f"$ {i} . 0 0"
+        item = Item("val", "turn", f"v{i}", f"<bos> <customer> pay {i} <agent>", "ok .")
+        gens.append(Generation(item, f"paid {amount} ."))
+    result = analyse_memorization(gens, [], {"$99.01": 1}, 100, TH)
+    assert result.values["regurgitation"] == pytest.approx(1 / 11)
+    assert result.status == "WARN"
+    assert "value regurgitation" in result.reason and "inconclusive" in result.reason
 
 
 def test_values_are_amounts_and_account_like_numbers():
@@ -228,7 +246,8 @@ def test_a_gap_near_its_line_says_the_turns_do_not_settle_it(data):
     v = result.values
     assert v["gap_ci95_low"] < v["gap"] < v["gap_ci95_high"]
     assert v["gap_ci95_low"] < TH["gap_pass"] <= v["gap_ci95_high"], v
-    assert "do not settle the verdict" in result.reason
+    assert "inconclusive" in result.reason and "more conversations would settle it" in result.reason
+    assert result.status == "WARN"
     clear = check(data, reciter(data[2]))  # a gap far above both lines
     assert clear.values["gap_ci95_low"] > TH["gap_warn"]
-    assert "do not settle" not in clear.reason
+    assert "inconclusive" not in clear.reason.split("value regurgitation")[0]

@@ -58,8 +58,3 @@ def finite(value: Any) -> bool:
 def epoch_rows(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The per-epoch records, sorted by epoch."""
     return sorted(metrics.get("epochs") or [], key=lambda e: e["epoch"])
-
-
-def spans_a_line(interval: tuple[float, float] | None, lines: Sequence[float]) -> bool:
-    """True when ``interval`` (low, high] contains one of the verdict ``lines``."""
-    return interval is not None and any(interval[0] < line <= interval[1] for line in lines)

@@ -32,9 +32,8 @@ from typing import Any
 import numpy as np
 
 from bankllm.tokenizer import Tokenizer, normalize_text, split_words
-from diagnostics.analyses._common import spans_a_line
-from diagnostics.decision import rate_interval
-from diagnostics.results import CheckResult, table
+from diagnostics.decision import Verdict, decide, difference, rate
+from diagnostics.results import CheckResult, table, worst
 
 NAME = "memorization"
 ORDER = 50  # place in the report
@@ -46,11 +45,11 @@ DEFAULTS = {
     "gap_pass": 0.10,
     "gap_warn": 0.20,
     "fuzzy_ratio": 90.0,
-    "regurgitation_warn": 0.02,
     "regurgitation_fail": 0.05,
     "public_min_share": 0.01,
+    "regurgitation_min_amounts": 30,  # fewer generated amounts never FAIL on their own
 }
-ORDERED = (("gap_pass", "gap_warn"), ("regurgitation_warn", "regurgitation_fail"))
+ORDERED = (("gap_pass", "gap_warn"),)
 KS: tuple[int, ...] = (8, 16, 32)
 EXTRACT_TOKENS = 32  # tokens a k-extraction must reproduce (fewer if the conversation ends)
 SPLITS = ("train", "val", "chance")
@@ -318,6 +317,7 @@ def _measure(gens: Sequence[Generation], ratio: float, train_values: Mapping[str
         s, c, p = _regurgitated(g, train_values, public)
         said, copied, private = said + len(s), copied + len(c), private + len(p)
     r["values_generated"] = said
+    r["values_regurgitated"] = private
     r["regurgitation"] = private / said if said else 0.0
     r["regurgitation_any"] = copied / said if said else 0.0
     return r
@@ -333,10 +333,6 @@ def _hits_by_conversation(gens: Sequence[Generation], split: str) -> tuple[list,
             hits[g.item.conv_id] = hits.get(g.item.conv_id, 0) + (g.generated == g.item.expected)
             turns[g.item.conv_id] = turns.get(g.item.conv_id, 0) + 1
     return [hits[c] for c in turns], [turns[c] for c in turns]
-
-
-def _band(value: float, pass_at: float, warn_at: float) -> str:
-    return "PASS" if value <= pass_at else "WARN" if value <= warn_at else "FAIL"
 
 
 def _examples(gens: Sequence[Generation], train_values: Mapping[str, int], public: int,
@@ -374,6 +370,10 @@ def _examples(gens: Sequence[Generation], train_values: Mapping[str, int], publi
     return picked
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.1%}"
+
+
 def analyse_memorization(
     generations: Sequence[Generation],
     chance: Sequence[Generation],
@@ -381,10 +381,11 @@ def analyse_memorization(
     n_train_conversations: int,
     thresholds: Mapping[str, float],
 ) -> CheckResult:
-    """Memorization gap ``EM_train - EM_val`` (PASS <= gap_pass, WARN <= gap_warn, else FAIL),
-    with a 95% bootstrap interval over conversations (``gap_ci95_low``/``_high``; the reason
-    says when it spans a verdict line), and value regurgitation in val answers (WARN >
-    regurgitation_warn, FAIL > regurgitation_fail); the status is the worse of the two.
+    """Memorization gap ``EM_train - EM_val`` with its 95% interval over conversations, judged
+    by the shared rule against ``gap_pass`` / ``gap_warn``; value regurgitation in val answers
+    with its Wilson interval over generated amounts, against the one line
+    ``regurgitation_fail`` (fewer than ``regurgitation_min_amounts`` amounts never FAIL); the
+    status is the worse of the two.
 
     ``generations``: the model's, for :func:`build_items`' items; ``chance``: an untrained
     model's for the same items (may be empty). ``train_values``: :func:`training_values` of the
@@ -394,9 +395,10 @@ def analyse_memorization(
     (more common values are the bank's public constants, such as a fee).
     """
     th = {k: float(thresholds[k]) for k in ("gap_pass", "gap_warn", "fuzzy_ratio",
-                                            "regurgitation_warn", "regurgitation_fail",
+                                            "regurgitation_fail",
                                             "public_min_share")}
-    used = {**th, "n_train_turns": int(thresholds["n_train_turns"])}
+    used = {**th, "n_train_turns": int(thresholds["n_train_turns"]),
+            "regurgitation_min_amounts": int(thresholds["regurgitation_min_amounts"])}
     public = max(2, math.ceil(th["public_min_share"] * max(1, n_train_conversations)))
     def measure(gens: Sequence[Generation], split: str | None) -> dict[str, Any]:
         return _measure([g for g in gens if split in (None, g.item.split)], th["fuzzy_ratio"],
@@ -415,19 +417,18 @@ def analyse_memorization(
         chance_val = measure(chance, "val")
         for k in ("regurgitation", "regurgitation_any", "values_generated"):
             base[k] = chance_val[k]
-    gap = train["exact"] - val["exact"]
-    gap_ci = rate_interval(*_hits_by_conversation(generations, "train"),
-                           minus=_hits_by_conversation(generations, "val"))
+    gap_est = difference(_hits_by_conversation(generations, "train"),
+                         _hits_by_conversation(generations, "val"), "conversations")
+    said, private = val["values_generated"], val["values_regurgitated"]
+    reg_est = rate([1] * private + [0] * (said - private), [1] * said, "generated amounts")
     values: dict[str, Any] = {
         "em_train": train["exact"], "em_val": val["exact"], "em_chance": base.get("exact"),
-        "gap": gap,
-        "gap_ci95_low": gap_ci[0] if gap_ci else None,
-        "gap_ci95_high": gap_ci[1] if gap_ci else None,
+        **gap_est.values("gap"),
         "fuzzy_train": train["fuzzy"], "fuzzy_val": val["fuzzy"],
         "fuzzy_chance": base.get("fuzzy"),
         "token_match_train": train["token_match"], "token_match_val": val["token_match"],
         "token_match_chance": base.get("token_match"),
-        "regurgitation": val["regurgitation"], "regurgitation_any": val["regurgitation_any"],
+        **reg_est.values("regurgitation"), "regurgitation_any": val["regurgitation_any"],
         "regurgitation_chance": base.get("regurgitation"),
         "values_generated_val": val["values_generated"],
         "n_train_turns": train["n_turns"], "n_val_turns": val["n_turns"],
@@ -451,10 +452,14 @@ def analyse_memorization(
             for label, key in rows]
     side.append(("value regurgitation (val answers)", None, pct(val["regurgitation"]), None,
                  pct(base.get("regurgitation"))))
-    gap_status = _band(gap, th["gap_pass"], th["gap_warn"])
+    gap_verdict = decide(gap_est, pass_line=th["gap_pass"], fail_line=th["gap_warn"],
+                         higher_is_better=False, fmt=_signed)
     reg = val["regurgitation"]
-    reg_status = ("FAIL" if reg > th["regurgitation_fail"] else
-                  "WARN" if reg > th["regurgitation_warn"] else "PASS")
+    reg_verdict = (decide(reg_est, pass_line=th["regurgitation_fail"],
+                          fail_line=th["regurgitation_fail"], higher_is_better=False,
+                          fmt="{:.1%}".format, min_n=used["regurgitation_min_amounts"])
+                   if said else Verdict("PASS", "no amounts in val answers to copy"))
+    gap_status, reg_status = gap_verdict.status, reg_verdict.status
     examples = _examples(generations, train_values, public)
     details: dict[str, Any] = {
         "rates": {"train": train, "val": val, "chance": base},
@@ -479,24 +484,15 @@ def analyse_memorization(
         f"regurgitation: {reg:.1%} of {val['values_generated']} amounts/numbers in val answers "
         f"are private training values (any training value: {val['regurgitation_any']:.1%}; "
         f"values in ≥ {public} training conversations count as public)")
-    em = (f"EM train {train['exact']:.1%} vs val {val['exact']:.1%} (gap {gap:+.1%}"
-          + (f", 95% CI {gap_ci[0]:+.1%} to {gap_ci[1]:+.1%} over conversations"
-             if gap_ci else "")
-          + (f", chance {base['exact']:.1%}" if "exact" in base else "") + ")")
-    parts = [em]
-    if spans_a_line(gap_ci, (th["gap_pass"], th["gap_warn"])):
-        parts.append("the interval spans a verdict line: these turns do not settle the verdict")
-    if gap_status == "PASS":
-        parts.append(f"gap ≤ {th['gap_pass']:.0%}")
-    else:
-        parts.append(f"gap above {th['gap_pass' if gap_status == 'WARN' else 'gap_warn']:.0%}: "
-                     "the model reproduces training answers it cannot produce for unseen "
+    chance = f", chance {base['exact']:.1%}" if "exact" in base else ""
+    parts = [f"EM train {train['exact']:.1%} vs val {val['exact']:.1%}{chance}; gap "
+             f"{gap_verdict.reason}"]
+    if gap_status == "FAIL":
+        parts.append("the model reproduces training answers it cannot produce for unseen "
                      "conversations — regularise (dropout, weight decay), stop earlier or add data")
-    if reg_status != "PASS":
-        parts.append(f"{reg:.1%} of amounts in val answers are copied from other training "
-                     f"conversations (> {th['regurgitation_' + reg_status.lower()]:.0%}): "
-                     "a privacy risk")
-    else:
-        parts.append(f"value regurgitation {reg:.1%}")
-    status = max((gap_status, reg_status), key=("PASS", "WARN", "FAIL").index)
+    parts.append(f"value regurgitation (private training amounts among the {said} in val "
+                 f"answers) {reg_verdict.reason}")
+    if reg_status == "FAIL":
+        parts.append("a privacy risk: the model hands one customer's amounts to another")
+    status = worst([gap_status, reg_status])
     return CheckResult(NAME, status, "; ".join(parts), values, used, details)
