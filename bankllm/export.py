@@ -222,12 +222,14 @@ def tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the folder
 
 
-def model_card(run_dir: Path, model: GPT, tokenizer: Tokenizer, best: dict[str, Any]) -> str:
+def model_card(run_dir: Path, model: GPT, tokenizer: Tokenizer, best: Any) -> str:
+    """The export's README.md: what the model is, how to build its prompt and decode."""
     cfg = model.config
     ids = tokenizer.encode_prompt([{"role": "customer", "content": "what is my savings balance?"}])
     best_line = ""
-    if isinstance(best, dict) and "val_loss" in best:
-        best_line = f"Best validation loss {best['val_loss']:.4f} (epoch {best.get('epoch')}).\n"
+    if isinstance(best, dict) and isinstance(best.get("val_loss"), int | float):
+        best_line = f" Best validation loss {best['val_loss']:.4f} (epoch {best.get('epoch')})."
+    eps = hf_config(model, tokenizer)["layer_norm_epsilon"]
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation
@@ -236,23 +238,24 @@ tags: [gpt2, banking, customer-service, bankllm]
 
 # bankllm banking customer-service model
 
-A small GPT trained with bankllm on banking customer-service chat and
-exported by `bankllm export` from the run `{run_dir.name}`. {best_line}
-GPT-2 layout (`GPT2LMHeadModel`): {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd}
-dimensions, context {cfg.block_size} tokens, vocabulary {len(tokenizer)} words,
-{model.num_params():,} parameters. It is bankllm's model exactly: exact (erf) GELU
-(`activation_function="gelu"`), LayerNorm eps {hf_config(model, tokenizer)['layer_norm_epsilon']},
-tied input/output embeddings, no dropout inside attention.
+A small GPT trained with bankllm on banking customer-service chat, exported by
+`bankllm export` from the run `{run_dir.name}`.{best_line}
 
-## Tokens and prompt
+`GPT2LMHeadModel`: {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, context
+{cfg.block_size} tokens, {len(tokenizer)} words of vocabulary, {model.num_params():,} parameters.
+The weights are bankllm's, unchanged (fp32): exact (erf) GELU (`activation_function="gelu"`,
+not GPT-2's tanh approximation), LayerNorm eps {eps}, tied input and output embeddings, no
+dropout inside attention.
+
+## Prompt
 
 The tokenizer is word level: text is lower-cased and split into words, single digits and
 single punctuation marks (`"$2,450.32"` is `$ 2 , 4 5 0 . 3 2`); unknown words are `<unk>`.
-It adds no tokens of its own: a prompt is written out as
+It adds no `<bos>` of its own. A prompt is written out as
 
     <bos> <customer> what is my savings balance? <agent>
 
-(ids `{ids}`), or built from messages by the chat template (`user` is `<customer>`,
+(ids `{ids}`) or built from messages by the chat template (`user` is `<customer>`,
 `assistant` is `<agent>`, `system` is `<system>`):
 
 ```python
@@ -260,20 +263,24 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tok = AutoTokenizer.from_pretrained("PATH")
 model = AutoModelForCausalLM.from_pretrained("PATH")
-ids = tok.apply_chat_template(
+prompt = tok.apply_chat_template(
     [{{"role": "user", "content": "What is my savings balance?"}}],
-    add_generation_prompt=True, return_tensors="pt", return_dict=True,
+    add_generation_prompt=True, return_dict=True, return_tensors="pt",
 )
-out = model.generate(**ids, do_sample=False, max_new_tokens=64)
-print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+n = prompt["input_ids"].shape[1]
+out = model.generate(**prompt, do_sample=False,
+                     max_new_tokens=min(64, model.config.n_positions + 1 - n))
+print(tok.decode(out[0, n:], skip_special_tokens=True))
 ```
 
-The agent's turn ends at `<eos>` or at the next role marker: `generation_config.json` lists
-all of them as end tokens (the stop token is the last generated id; `skip_special_tokens`
-drops it). The answer comes as words joined by spaces (`your savings account balance is
-$ 2 , 4 5 0 . 3 2 .`), as bankllm prints before rejoining digits for display. Greedy decoding
-gives `bankllm generate`'s tokens. The context holds {cfg.block_size} tokens: a prompt of
-`n` tokens may get at most {cfg.block_size + 1} - n new tokens.
+## Answer
+
+Greedy decoding gives the tokens `bankllm generate` gives. The agent's turn ends at `<eos>`
+or at the next role marker: `generation_config.json` lists all of them as end tokens (the end
+token is the last generated id; `skip_special_tokens` drops it, and drops `<unk>` too, which
+bankllm keeps). The answer is words joined by spaces (`your savings account balance is
+$ 2 , 4 5 0 . 3 2 .`); `bankllm generate` rejoins digits and punctuation for display. A prompt
+of `n` tokens may get at most {cfg.block_size + 1} - n new tokens (context {cfg.block_size}).
 """
 
 

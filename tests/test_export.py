@@ -84,7 +84,8 @@ def exports(runs, tmp_path_factory) -> dict[str, Path]:
 
 def _hf(transformers, folder: Path):
     tok = transformers.AutoTokenizer.from_pretrained(folder)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    assert model.dtype == torch.float32
     return tok, model.eval()
 
 
@@ -205,6 +206,16 @@ def test_pipeline_generates(transformers, runs, exports):
     assert text[0]["generated_text"].startswith("<bos> <customer>")
 
 
+def test_model_card_snippet_runs(transformers, runs, exports, capsys):
+    card = (exports["trained"] / "README.md").read_text()
+    bank = Tokenizer.load(runs["trained"] / TOKENIZER_FILE)
+    assert str(bank.encode_prompt([{"role": "customer", "content": QUESTION}])) in card
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    exec(code.replace('"PATH"', repr(str(exports["trained"]))), {})
+    want = answer(load_model(runs["trained"]), bank, QUESTION)
+    assert capsys.readouterr().out == " ".join(w for w in want.split() if w != "<unk>") + "\n"
+
+
 def _readme_snippet() -> str:
     section = (ROOT / "README.md").read_text().split(
         "## Use the model with Hugging Face transformers")[1]
@@ -214,18 +225,19 @@ def _readme_snippet() -> str:
 def test_readme_snippet_answers_as_bankllm_generate_without_bankllm(transformers, runs,
                                                                      exports, capsys):
     """The README's snippet, run where ``import bankllm`` fails, prints what
-    ``bankllm generate`` prints."""
+    ``bankllm generate`` prints (both runs in one subprocess: one import of transformers)."""
+    want = ""
+    code = ("import sys\nsys.modules['bankllm'] = None\n"
+            "try:\n    import bankllm\nexcept ImportError:\n    pass\n"
+            "else:\n    raise SystemExit('bankllm importable')\n")
     for which in ("trained", "scrambled"):
         assert main(["generate", QUESTION, "--run", str(runs[which])]) == 0
-        want = capsys.readouterr().out
-        code = _readme_snippet().replace('"exports/bank-gpt"', repr(str(exports[which])))
-        guard = ("import sys\nsys.modules['bankllm'] = None\n"
-                 "try:\n    import bankllm\nexcept ImportError:\n    pass\n"
-                 "else:\n    raise SystemExit('bankllm importable')\n")
-        done = subprocess.run([sys.executable, "-c", guard + code], capture_output=True,
-                              text=True, cwd=exports[which].parent, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout == want
+        want += capsys.readouterr().out
+        code += _readme_snippet().replace('"exports/bank-gpt"', repr(str(exports[which])))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=exports["trained"].parent, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == want
 
 
 # ------------------------------------------------------------------------------ bad input
