@@ -292,7 +292,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
     from bankllm.checkpoints import BEST_INFO, BEST_WEIGHTS, TOKENIZER_FILE, load_model
     from bankllm.fileio import read_json
 
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir, out = Path(run_dir), Path(os.path.abspath(out))
     if not run_dir.is_dir():
         raise BankLLMError(
             f"{run_dir}: no such run (train one with 'bankllm train' or 'tox -e train')"
@@ -311,29 +311,38 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
     model = load_model(run_dir, "best", tokenizer=tokenizer)
     best = read_json(run_dir / BEST_INFO, "best info") if (run_dir / BEST_INFO).exists() else {}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.export-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    files = {
+        "config.json": _json(hf_config(model, tokenizer)),
+        "generation_config.json": _json(generation_config(model, tokenizer)),
+        "model.safetensors": save(hf_state_dict(model), metadata={"format": "pt"}),
+        "tokenizer.json": hf_tokenizer(tokenizer).to_str(pretty=True).encode(),
+        **{n: _json(o) for n, o in tokenizer_files(tokenizer, model.config.block_size).items()},
+        "README.md": model_card(run_dir.resolve(), model, tokenizer, best).encode(),
+    }
     try:
-        def write_json(name: str, obj: Any) -> None:
-            (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-        write_json("config.json", hf_config(model, tokenizer))
-        write_json("generation_config.json", generation_config(model, tokenizer))
-        weights = save(hf_state_dict(model), metadata={"format": "pt"})
-        (tmp / "model.safetensors").write_bytes(weights)
-        hf_tokenizer(tokenizer).save(str(tmp / "tokenizer.json"))
-        for name, obj in tokenizer_files(tokenizer, model.config.block_size).items():
-            write_json(name, obj)
-        (tmp / "README.md").write_text(model_card(run_dir.resolve(), model, tokenizer, best))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
         if out.exists():
-            out.rmdir()  # empty (checked above); rename cannot replace it everywhere
+            out.rmdir()  # empty (checked above); rename cannot replace a folder everywhere
         os.rename(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BankLLMError(
+            f"{out}: cannot write the export ({exc.strerror or exc}); check the path and its "
+            "permissions"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def cli_export(args: Any) -> int:

@@ -47,6 +47,11 @@ def transformers():
 
 
 @pytest.fixture(scope="module")
+def tokenizers():
+    return pytest.importorskip("tokenizers")
+
+
+@pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """A tiny trained run, and a copy whose weights are large and random (logits far apart,
     positions and attention matter, answers of many different tokens)."""
@@ -298,3 +303,11 @@ def test_export_into_an_empty_folder(transformers, runs, tmp_path, capsys):
     assert main(["export", "--run", str(runs["trained"]), "-o", str(out)]) == 0
     assert (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no temp folder left
+
+
+def test_unwritable_output_is_one_error_line(tokenizers, runs, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("mine")
+    assert main(["export", "--run", str(runs["trained"]), "-o", str(blocker / "out")]) == 2
+    assert "cannot write the export" in _one_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
