@@ -104,13 +104,23 @@ def _add_gate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="diagnostics.gate:cli_gate")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write a run's best model as a Hugging Face transformers folder"
+    )
+    p.add_argument("--run", default=DEFAULT_RUN, help=f"run directory (default {DEFAULT_RUN})")
+    p.add_argument("-o", "--output", required=True, help="folder to create (new or empty)")
+    p.set_defaults(handler="bankllm.export:cli_export")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bankllm",
         description="Train and diagnose small language models for banking customer-service chat.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_generate, _add_data, _add_report, _add_ablate, _add_gate):
+    for add in (_add_train, _add_generate, _add_data, _add_report, _add_ablate, _add_gate,
+                _add_export):
         add(sub)
     return parser
 
