@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from diagnostics.results import CheckResult, table
+from diagnostics.decision import decide, rate
+from diagnostics.results import CheckResult, table, worst
 
 NAME = "leakage"
 ORDER = 40  # place in the report
@@ -62,7 +63,9 @@ def analyse_leakage(
 
     ``*_texts``: one string per conversation (all turns); ``*_customer_turns``: every customer
     turn of the split, for the information-only verbatim-turn share. ``thresholds``: needs
-    ``near_ratio``, ``max_exact``, ``max_near``. FAIL if either share exceeds its bound.
+    ``near_ratio``, ``max_exact``, ``max_near``. Each share carries its Wilson interval over
+    val conversations and is decided by the shared rule against its bound (one line: PASS
+    below it, FAIL above it, WARN when the interval reaches it).
     """
     cutoff, max_exact, max_near = (float(thresholds[k]) for k in ("near_ratio", "max_exact",
                                                                   "max_near"))
@@ -91,19 +94,26 @@ def analyse_leakage(
             f"{verbatim:.0%} of val customer turns appear verbatim in train (information: high "
             "in templated data, and why val loss tracks train loss)")
     ids = list(val_ids) if val_ids is not None else [str(i) for i in range(n)]
-    worst = [i for i in np.argsort(-scores, kind="stable") if near[i]][:10]
-    if worst:
+    closest = [i for i in np.argsort(-scores, kind="stable") if near[i]][:10]
+    if closest:
         details["tables"].append(table(
             "Closest val/train pairs (text from the first difference)",
             ["val id", "ratio", "exact", "val text", "train text"],
             [(ids[i], float(scores[i]), bool(exact[i]), *diff_snippets(val[i], train[index[i]]))
-             for i in worst], ["FAIL" if exact[i] else "WARN" for i in worst]))
-    shares = (f"{values['exact']}/{n} val conversations ({values['exact_share']:.1%}) also in "
-              f"train verbatim, {values['near']}/{n} ({values['near_share']:.1%}) near-duplicates "
-              f"(ratio ≥ {cutoff:g})")
-    if values["exact_share"] > max_exact or values["near_share"] > max_near:
-        reason = (f"{shares}, above {max(max_exact, max_near):.0%}: val loss overstates "
-                  "generalisation — deduplicate the corpus (exact and fuzzy) before splitting")
-        return CheckResult(NAME, "FAIL", reason, values, used, details)
-    return CheckResult(NAME, "PASS", f"{shares}: within {max(max_exact, max_near):.0%}",
-                       values, used, details)
+             for i in closest], ["FAIL" if exact[i] else "WARN" for i in closest]))
+    exact_est = rate(exact.astype(int).tolist(), [1] * n, "val conversations")
+    near_est = rate(near.astype(int).tolist(), [1] * n, "val conversations")
+    values.update(exact_est.values("exact_share"))
+    values.update(near_est.values("near_share"))
+    exact_verdict = decide(exact_est, pass_line=max_exact, fail_line=max_exact,
+                           higher_is_better=False)
+    near_verdict = decide(near_est, pass_line=max_near, fail_line=max_near,
+                          higher_is_better=False)
+    status = worst([exact_verdict.status, near_verdict.status])
+    reason = (f"exact copies of train: {values['exact']}/{n} val conversations, "
+              f"{exact_verdict.reason}; near-duplicates (ratio ≥ {cutoff:g}): "
+              f"{values['near']}/{n}, {near_verdict.reason}")
+    if status == "FAIL":
+        reason += (": val loss overstates generalisation — deduplicate the corpus (exact and "
+                   "fuzzy) before splitting")
+    return CheckResult(NAME, status, reason, values, used, details)
