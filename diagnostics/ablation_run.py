@@ -1,4 +1,4 @@
-"""The inputs of the §6 ablation check: the 50% retraining and EM_val of both models.
+"""The inputs of the ablation check: the 50% retraining and EM_val of both models.
 
 Both are cached on disk (``<run>/ablations/0.5`` by ``bankllm.ablation``, EM_val in
 ``<run>/ablations/em_val.json``) under file locks, so pytest-xdist workers and concurrent
@@ -36,10 +36,10 @@ def prepare_ablation(run: Any, threads: int | None = None) -> tuple[Any, dict[fl
 
 
 def em_val(run: Any, models: dict[float, Path]) -> dict[float, float]:
-    """EM_val (greedy exact match on every val agent turn, as in §5) of each model directory
-    (same tokenizer, val set and block size as ``run``), by fraction; {} when the memorization
-    analysis is not installed. Cached, keyed by each model's ``best.json``, the prompts and
-    the precision, so a rerun decodes nothing."""
+    """EM_val (greedy exact match on every val agent turn, as the memorization check does) of
+    each model directory (same tokenizer, val set and block size as ``run``), by fraction; {}
+    when the memorization analysis is not installed. Cached, keyed by each model's ``best.json``,
+    the prompts and the precision, so a rerun decodes nothing."""
     try:
         from diagnostics.analyses.memorization import (
             build_items,

@@ -43,7 +43,7 @@ USER_PROPERTY = "bankllm_check"
 # optional parts of the suite: {"ablation": "..."} gives --no-ablation, which skips the tests
 # marked @pytest.mark.optional_section("ablation")
 OPTIONAL_SECTIONS: dict[str, str] = {
-    "ablation": "skip the half-data retraining (§6; slow: about half a training run)",
+    "ablation": "skip the half-data retraining (slow: about half a training run)",
 }
 
 _THRESHOLDS = pytest.StashKey[Thresholds]()

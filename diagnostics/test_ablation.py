@@ -1,4 +1,4 @@
-"""§6 half-data ablation: retrain on a stratified half of train (same config, seed, val set,
+"""half-data ablation: retrain on a stratified half of train (same config, seed, val set,
 tokenizer) and compare best val losses; with >= 3 data sizes cached, fit the scaling curve.
 
 The 50% run and ``EM_val`` of both models come from ``diagnostics.ablation_run``, computed
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.optional_section("ablation")
 
 
 def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
-    """§6: rel_increase = (L50 - L100) / L100 of best val loss, EM_val of both, and the
+    """rel_increase = (L50 - L100) / L100 of best val loss, EM_val of both, and the
     data-scaling fit when >= 3 data sizes are cached."""
     from bankllm.ablation import cached_ablations
     from bankllm.errors import BankLLMError
@@ -54,5 +54,5 @@ def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
     result.values["ablation_dir"] = str(half.path)
     if not em:
         result.details.setdefault("notes", []).append(
-            "EM_val not compared: the memorization analysis (§5) is not available")
+            "EM_val not compared: the memorization analysis is not available")
     diagnose(result)

@@ -1,4 +1,4 @@
-"""§5 Memorization: exact/fuzzy/token match on train against val agent turns, k-extraction,
+"""Memorization: exact/fuzzy/token match on train against val agent turns, k-extraction,
 value regurgitation, each beside an untrained model's rates on the same prompts.
 
 Generation is batched greedy KV-cache decoding (bf16 where the run trained in bf16); the
@@ -38,7 +38,7 @@ def untrained_model(run: Any) -> Any:
 
 
 def test_memorization(bankllm_run, model, thresholds, diagnose):
-    """§5: memorization gap EM_train - EM_val and value regurgitation, with chance baselines."""
+    """memorization gap EM_train - EM_val and value regurgitation, with chance baselines."""
     from bankllm.precision import run_precision
 
     run = bankllm_run

@@ -1,4 +1,4 @@
-"""Diagnostic power of the consistency checks (§7), with response sources instead of a model,
+"""Diagnostic power of the consistency checks, with response sources instead of a model,
 on the bundled probe sets and corpus: the chapter's always-"checking" answers FAIL
 faithfulness, answers that ignore the request FAIL consistency, an oracle passes; an
 unreliable or missing judge SKIPs consistency but never hides a faithfulness failure."""

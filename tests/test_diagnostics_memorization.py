@@ -1,4 +1,4 @@
-"""Diagnostic power of the memorization check (§5), with response sources instead of a model:
+"""Diagnostic power of the memorization check, with response sources instead of a model:
 a source that recites its training answers FAILs the gap (and regurgitates private values), a
 source that answers train and val alike passes; the model-backed source is exact."""
 

@@ -1,4 +1,4 @@
-"""§6 Half-data ablation and the data-scaling curve.
+"""Half-data ablation and the data-scaling curve.
 
 ``rel_increase = (L50 - L100) / L100`` of best val loss, where L100 is the parent run and L50
 its retraining on a stratified half of the same train split (same config, seed, val set and
@@ -98,7 +98,7 @@ def fit_scaling(sizes: Sequence[float], losses: Sequence[float]) -> ScalingFit |
 
 
 def band(rel_increase: float, rel_pass: float, rel_warn: float) -> str:
-    """The design doc's verdict: PASS ``0 <= rel <= rel_pass``; WARN ``rel < 0`` or
+    """The verdict without an interval: PASS ``0 <= rel <= rel_pass``; WARN ``rel < 0`` or
     ``rel <= rel_warn``; FAIL above ``rel_warn``."""
     if rel_increase < 0:
         return "WARN"

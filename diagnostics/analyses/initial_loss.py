@@ -1,4 +1,4 @@
-"""§1 Initial loss: an untrained LM should predict near-uniformly, so ``L0 ≈ ln V``."""
+"""Initial loss: an untrained LM should predict near-uniformly, so ``L0 ≈ ln V``."""
 
 from __future__ import annotations
 

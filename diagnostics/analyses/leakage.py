@@ -1,4 +1,4 @@
-"""§4 Train/val leakage: val conversations that are (near) copies of train conversations."""
+"""Train/val leakage: val conversations that are (near) copies of train conversations."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ _CELLS_PER_CHUNK = 4_000_000  # bound the float32 score matrix of one cdist call
 
 
 def normalise(text: str) -> str:
-    """The design doc's normal form: lower case, runs of whitespace collapsed to one space."""
+    """The normal form of docs/diagnostics.md (leakage): lower case, whitespace collapsed."""
     return " ".join(text.lower().split())
 
 

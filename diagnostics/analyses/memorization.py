@@ -1,4 +1,4 @@
-"""§5 Memorization: what the model reproduces only because it saw it in training.
+"""Memorization: what the model reproduces only because it saw it in training.
 
 Three steps, kept apart so the analysis needs no model:
 

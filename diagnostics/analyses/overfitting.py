@@ -1,4 +1,4 @@
-"""§3 Overfitting gap: val loss against the eval-mode train loss (``train_eval``), per epoch.
+"""Overfitting gap: val loss against the eval-mode train loss (``train_eval``), per epoch.
 
 The running train loss (dropout on, averaged over an epoch while the weights move) is shown
 for reference but never compared with val: that comparison is how the chapter read
