@@ -18,6 +18,7 @@ import pytest
 from bankllm.cli import main
 from bankllm.config import TrainConfig
 from bankllm.training import Trainer
+from bankllm.val_losses import VAL_LOSSES_FILE, run_val_losses
 from diagnostics.analyses.regression import analyse_regression
 from diagnostics.gate import SCHEMA_PATH, gate_result, summarize_run
 from tests.conftest import make_conversations
@@ -63,6 +64,20 @@ def _worse(factor: float):
             e["val_loss"] *= factor
         m["best_val_loss"] *= factor
     return change
+
+
+def _plant(run: Path, factor: float) -> None:
+    """Make ``run`` ``factor`` times worse on every val conversation: its best val loss and
+    the per-conversation summed losses (val_losses.json) that the paired gate compares."""
+    _edit(run / "metrics.json", _worse(factor))
+    run_val_losses(run)  # computed and cached if not yet
+
+    def change(data: dict) -> None:
+        sums = data["per_conversation"]["loss_sum"]
+        for key in sums:
+            sums[key] *= factor
+
+    _edit(run / VAL_LOSSES_FILE, change)
 
 
 def _gate(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -121,7 +136,7 @@ def test_equal_run_passes(run, baseline, capsys):
 @pytest.mark.parametrize(("factor", "tolerance", "expected"),
                          [(1.05, None, 1), (1.01, None, 0), (1.05, "0.1", 0), (0.9, None, 0)])
 def test_worse_run_fails_beyond_tolerance(run, baseline, capsys, factor, tolerance, expected):
-    _edit(run / "metrics.json", _worse(factor))
+    _plant(run, factor)
     extra = ["--tolerance", tolerance] if tolerance else []
     code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline), *extra)
     assert code == expected
@@ -147,8 +162,8 @@ def test_mismatched_model_config_is_refused_and_named(run, baseline, capsys):
 
 
 def test_force_compares_anyway(run, baseline, capsys):
+    _plant(run, 1.10)
     _edit(run / "config.json", lambda c: c.update(n_layer=2))
-    _edit(run / "metrics.json", _worse(1.10))
     code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline), "--force")
     assert code == 1 and "forced: compared although the model config differs" in out
 

@@ -252,9 +252,9 @@ def analyse_regression(
     cause = (f"the recipe changed ({', '.join(recipe[:4])})" if recipe else
              "same recipe, so look at code, data pipeline or environment changes")
     rebase = f"re-baseline with `{UPDATE_HINT}` only if the change is intended"
-    tol_text = (f"+{eff:.2%} effective tolerance (max of tolerance +{tolerance:.2%} and the "
-                f"baseline's seed spread +{spread:.2%})" if spread is not None
-                else f"+{eff:.2%} tolerance")
+    tol_text = (f"+{eff:.2%} effective tolerance (the larger of the tolerance "
+                f"+{tolerance:.2%} and the baseline's seed spread +{spread:.2%})"
+                if spread is not None else f"+{eff:.2%} tolerance")
     est, why = _paired(run, baseline)
     if why:
         notes.insert(0, why)
@@ -264,8 +264,9 @@ def analyse_regression(
                       abs_change=float(new) - float(base))
         verdict = decide(est, pass_line=eff, fail_line=eff, higher_is_better=False, fmt=fmt)
         what = (f"paired change of summed val loss, best checkpoints scored in fp32 "
-                f"(best val loss {new:.4f} vs baseline {base:.4f}): {verdict.reason}; "
-                f"against {tol_text}")
+                f"(best val loss {new:.4f} vs baseline {base:.4f}): {verdict.reason}")
+        if spread is not None:
+            what += f"; the line is the {tol_text}"
         if verdict.status == "FAIL":
             reason = f"{what}: regression; {cause}; {rebase}"
         elif verdict.status == "WARN":
