@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,6 @@ def run_val_losses(run_dir: str | Path) -> dict[str, Any]:
         "loss_sum": {i: s for i, (s, _) in losses.items()},
         "tokens": {i: n for i, (_, n) in losses.items()},
     }
-    try:
+    with suppress(OSError, BankLLMError):  # a read-only run: computed again next time
         atomic_write_json(cache, {"schema_version": 1, "key": key, "per_conversation": result})
-    except (OSError, BankLLMError):
-        pass  # a read-only run: computed again next time
     return result

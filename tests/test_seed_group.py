@@ -49,7 +49,7 @@ def test_unset_split_seed_reproduces_the_old_split_and_losses(tiny_config, corpu
     info = json.loads((tmp_path / "unset" / "split.json").read_text())
     assert info["split_seed"] == 3 and info["seed"] == 3
     assert json.loads((tmp_path / "unset" / "config.json").read_text())["split_seed"] is None
-    same = _train(tiny_config, tmp_path / "same", seed=3, split_seed=3)
+    _train(tiny_config, tmp_path / "same", seed=3, split_seed=3)
     m1 = json.loads((tmp_path / "unset" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "same" / "metrics.json").read_text())
     assert [e["val_loss"] for e in m1["epochs"]] == [e["val_loss"] for e in m2["epochs"]]
