@@ -123,6 +123,8 @@ def ablation_key(
     ``data_sha256`` stands for), corpus hash, subset and val ids, tokenizer, fraction."""
     cfg = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     cfg.pop("data", None)
+    if cfg.get("split_seed") is None:  # unset: the key of a run made before split_seed existed
+        cfg.pop("split_seed", None)
     return _sha({
         "version": KEY_VERSION,
         "config": cfg,
@@ -185,10 +187,14 @@ def _corpus_path(run: Run) -> Path:
 
 def plan_ablation(run: Run, fraction: float) -> Plan:
     """The subset split (subset of train, the parent's val, a seeded ``train_eval`` of the
-    subset the size of val), the config (the parent's, data path made absolute) and the key."""
-    subset, stratified = stratified_subset(run.split.train, fraction, run.config.seed)
+    subset the size of val; both drawn with the parent's split seed), the config (the
+    parent's, data path made absolute) and the key."""
+    # drawn with the split seed, like the parent's split: the ablations of runs that differ
+    # only in their training seed train on the same subset (old runs: split seed = seed)
+    split_seed = run.config.effective_split_seed
+    subset, stratified = stratified_subset(run.split.train, fraction, split_seed)
     k = min(len(run.split.val), len(subset))
-    pick = sorted(random.Random(run.config.seed + 1).sample(range(len(subset)), k))
+    pick = sorted(random.Random(split_seed + 1).sample(range(len(subset)), k))
     split = Split(train=subset, val=list(run.split.val), train_eval=[subset[i] for i in pick])
     config = dataclasses.replace(run.config, data=str(_corpus_path(run)))
     key = ablation_key(

@@ -34,7 +34,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", default="runs", help="parent folder of run directories")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last saved state")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler="bankllm.training:cli_train")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="train a seed group: one run per training seed under runs/<name>/seed-N/, all on "
+        "one split (split_seed, default the first seed); writes runs/<name>/group.json",
+    )
+    p.set_defaults(handler="bankllm.seed_group:cli_train")
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:

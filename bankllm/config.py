@@ -51,7 +51,8 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     # execution
-    seed: int = 0
+    seed: int = 0  # init, dropout and data order (and the split when split_seed is unset)
+    split_seed: int | None = None  # train/val split and train_eval subset; None: same as seed
     precision: str = "auto"  # "auto" (bf16 where the CPU has it), "bf16" or "fp32"
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     threads: int = 0  # torch threads; 0 = leave torch's default
@@ -63,6 +64,12 @@ class TrainConfig:
     save_every_steps: int = (
         0  # also write the resumable state every N optimizer steps (0: per epoch)
     )
+
+    @property
+    def effective_split_seed(self) -> int:
+        """The seed that draws the train/val split and the train_eval subset: ``split_seed``,
+        or ``seed`` when it is unset (every run made before ``split_seed`` existed)."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def grad_accum_steps(self) -> int:
@@ -100,6 +107,10 @@ class TrainConfig:
             (self.device in ("cpu", "cuda", "auto"), "device must be cpu, cuda or auto"),
             (0 <= self.threads <= 1024, "threads must be in [0, 1024]"),
             (0 <= self.seed < 2**63, "seed must be in [0, 2**63)"),
+            (
+                self.split_seed is None or 0 <= self.split_seed < 2**63,
+                "split_seed must be in [0, 2**63) (or unset: same as seed)",
+            ),
             (self.bucket_batches >= 1, "bucket_batches must be >= 1"),
             (self.max_nonfinite_steps >= 0, "max_nonfinite_steps must be >= 0"),
             (self.save_every_steps >= 0, "save_every_steps must be >= 0"),
@@ -119,8 +130,11 @@ class TrainConfig:
 
 
 CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
+#: keys that may be unset (None; ``--set key=none``, or left out of a TOML file)
+OPTIONAL_KEYS: dict[str, type] = {"split_seed": int}
 _FIELD_TYPES: dict[str, type] = {
-    f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)
+    f.name: OPTIONAL_KEYS.get(f.name) or type(getattr(TrainConfig(), f.name))
+    for f in fields(TrainConfig)
 }
 
 
@@ -136,6 +150,10 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         valid = ", ".join(CONFIG_KEYS)
         raise BankLLMError(f"{origin}: unknown config key '{_printable(key)}'; valid keys: {valid}")
     want = _FIELD_TYPES[key]
+    if key in OPTIONAL_KEYS and (
+        value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
+    ):
+        return None
     if isinstance(value, str) and want is not str:
         text = value.strip().lower()
         if want is bool:

@@ -298,7 +298,7 @@ class Trainer:
             self.split = (
                 split
                 if split is not None
-                else split_conversations(conversations, cfg.val_fraction, cfg.seed)
+                else split_conversations(conversations, cfg.val_fraction, cfg.effective_split_seed)
             )
             self.tokenizer = (
                 tokenizer
@@ -414,6 +414,7 @@ class Trainer:
                 "data_abspath": str(Path(self.cfg.data).resolve()),
                 "data_sha256": self.data_sha256,
                 "seed": self.cfg.seed,
+                "split_seed": self.cfg.effective_split_seed,  # drew val and train_eval
                 "val_fraction": self.cfg.val_fraction,
                 **self.split.ids(),
             },

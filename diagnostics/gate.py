@@ -27,10 +27,13 @@ from diagnostics.analyses.regression import (
     DEFAULT_TOLERANCE,
     NAME,
     NON_RECIPE_KEYS,
+    SEED_KEYS,
+    SPREAD_DEFINITION,
     UPDATE_HINT,
     analyse_regression,
+    seed_spread,
 )
-from diagnostics.results import CheckResult
+from diagnostics.results import CheckResult, worst
 
 DEFAULT_BASELINE = "reports/baseline.json"
 # Next to this module (not importlib.resources: that fails when an editable install predating
@@ -59,8 +62,11 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     """The run as a baseline record (schemas/baseline.schema.json, except that
     ``best_val_loss``/``best_epoch`` may be None). Reads metrics.json, config.json, split.json
     and tokenizer.json; ``environment`` pairs the run's precision, device and torch with this
-    machine's CPU (the gate runs where the run trained, as in CI). Raises
-    :class:`BankLLMError` for a missing or unreadable run."""
+    machine's CPU (the gate runs where the run trained, as in CI). ``per_conversation``: the
+    best checkpoint's summed val loss and target tokens per val conversation, scored in fp32
+    (:func:`bankllm.val_losses.run_val_losses`, cached in the run's val_losses.json); when they
+    cannot be computed, ``_per_conversation_error`` says why (never written to a baseline).
+    Raises :class:`BankLLMError` for a missing or unreadable run."""
     from bankllm.checkpoints import read_config, read_metrics
 
     path = Path(run_dir)
@@ -77,8 +83,16 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(data_sha, str):
         raise BankLLMError(f"{path}: no data_sha256 in metrics.json or split.json")
     config = cfg.to_dict()
-    recipe = {k: v for k, v in config.items() if k not in NON_RECIPE_KEYS}
+    recipe = {k: v for k, v in config.items() if k not in (*NON_RECIPE_KEYS, *SEED_KEYS)}
     trained = datetime.fromtimestamp((path / "metrics.json").stat().st_mtime, UTC)
+    extra: dict[str, Any] = {}
+    if metrics.get("best_val_loss") is not None:
+        from bankllm.val_losses import run_val_losses
+
+        try:
+            extra["per_conversation"] = run_val_losses(path)
+        except BankLLMError as exc:  # e.g. the corpus is gone: the unpaired comparison says so
+            extra["_per_conversation_error"] = str(exc)
     return {
         "schema_version": 1,
         "run_name": str(metrics.get("run_name") or path.resolve().name),
@@ -100,6 +114,8 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
             "device": str(metrics.get("device", "unknown")),
             **machine_info(),
         },
+        "split_seed": cfg.effective_split_seed,
+        **extra,
     }
 
 
@@ -119,7 +135,9 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
 
 
 def write_baseline(path: str | Path, record: dict[str, Any]) -> Path:
-    """Schema-check ``record`` and write it to ``path`` atomically (never half a file)."""
+    """Schema-check ``record`` (less its ``_``-prefixed working keys) and write it to ``path``
+    atomically (never half a file)."""
+    record = {k: v for k, v in record.items() if not k.startswith("_")}
     validate_json(record, baseline_schema(), str(path))
     return atomic_write_json(path, record)
 
@@ -139,10 +157,44 @@ def gate_result(run_dir: str | Path, baseline_path: str | Path,
                            "it", thresholds={"tolerance": tolerance})
     try:
         baseline = read_baseline(baseline_path)
-        run = summarize_run(run_dir)
+        members = read_group(run_dir)
+        if members is None:
+            return analyse_regression(summarize_run(run_dir), baseline, tolerance, force)
+        results = [analyse_regression(summarize_run(m), baseline, tolerance, force)
+                   for m in members]
     except BankLLMError as exc:
         return CheckResult(NAME, "FAIL", str(exc), thresholds={"tolerance": tolerance})
-    return analyse_regression(run, baseline, tolerance, force)
+    return group_result(run_dir, members, results)
+
+
+def read_group(run_dir: str | Path) -> list[Path] | None:
+    """The member runs of a seed group (bankllm.seed_group.read_group), None for one run."""
+    from bankllm.seed_group import read_group as read
+
+    return read(run_dir)
+
+
+def group_result(run_dir: str | Path, members: list[Path],
+                 results: list[CheckResult]) -> CheckResult:
+    """A seed group's verdict: every member gated on its own; it passes only if every member
+    passes. Status: FAIL if any member FAILs, else refused (SKIP) if any is refused, else
+    WARN if any WARNs, else PASS; the reason gives each member's verdict."""
+    statuses = [r.status for r in results]
+    status = "FAIL" if "FAIL" in statuses else "SKIP" if "SKIP" in statuses else worst(statuses)
+    parts = [f"{m.name}: {r.status} ({r.reason})" for m, r in zip(members, results, strict=True)]
+    passed = sum(st == "PASS" for st in statuses)
+    reason = (f"seed group {Path(run_dir).name}: {passed} of {len(results)} members pass "
+              f"(the group passes only if all do); " + "; ".join(parts))
+    pairs = list(zip(members, results, strict=True))
+    values: dict[str, Any] = {
+        "group": str(run_dir), "members": {m.name: r.values for m, r in pairs},
+        "refused": sorted({k for _, r in pairs for k in r.values.get("refused", [])}),
+    }
+    tables = [dict(t, title=f"{m.name}: {t['title']}")
+              for m, r in pairs for t in r.details.get("tables", [])]
+    notes = [f"{m.name}: {n}" for m, r in pairs for n in r.details.get("notes", [])]
+    return CheckResult(NAME, status, reason, values, results[0].thresholds,
+                       {"tables": tables, "notes": notes})
 
 
 # --------------------------------------------------------------------------- CLI
@@ -154,9 +206,24 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def render(result: CheckResult, console: Any, run_dir: Any, baseline_path: Any) -> None:
-    """Print the explanation: new against baseline, relative change, tolerance, the
-    comparison table, notes, and the verdict line."""
+def _change_text(v: dict[str, Any]) -> str:
+    rel = v.get("rel_change")
+    if rel is None:
+        return "not compared"
+    if v.get("comparison") != "paired":
+        return f"{rel:+.2%} (unpaired: best val loss against best val loss)"
+    low, high = v.get("rel_change_ci95_low"), v.get("rel_change_ci95_high")
+    interval = ("" if low is None or high is None or not math.isfinite(low + high)
+                else f", 95% CI {low:+.2%} to {high:+.2%}")
+    return (f"{rel:+.2%} (paired over {v.get('rel_change_n')} val conversations{interval}; "
+            "summed val loss of the best checkpoints, fp32)")
+
+
+def render(result: CheckResult, console: Any, run_dir: Any, baseline_path: Any,
+           verdict: bool = True) -> None:
+    """Print the explanation: new against baseline, relative change (paired, with its
+    interval, or unpaired), tolerance, seed spread and effective tolerance, the comparison
+    table, notes, and (``verdict``) the verdict line."""
     from rich.table import Table
 
     v = result.values
@@ -165,9 +232,14 @@ def render(result: CheckResult, console: Any, run_dir: Any, baseline_path: Any) 
     summary.add_row("best val loss", f"{_fmt(v.get('new'))} (epoch {_fmt(v.get('new_epoch'))})"
                     f"  against baseline {_fmt(v.get('baseline'))} "
                     f"(epoch {_fmt(v.get('baseline_epoch'))})")
-    rel = v.get("rel_change")
-    summary.add_row("relative change", "not compared" if rel is None else f"{rel:+.2%}")
+    summary.add_row("relative change", _change_text(v))
     summary.add_row("tolerance", f"+{v.get('tolerance', 0.0):.2%}")
+    if "effective_tolerance" in v:
+        spread = v.get("seed_spread")
+        summary.add_row("seed spread", "not recorded (one-run baseline)" if spread is None
+                        else f"+{spread:.2%} ({SPREAD_DEFINITION})")
+        summary.add_row("effective tolerance",
+                        f"+{v['effective_tolerance']:.2%} = max(tolerance, seed spread)")
     console.print(summary)
     for spec in result.details.get("tables", []):
         table = Table(title=spec["title"], title_justify="left", padding=(0, 1))
@@ -180,10 +252,17 @@ def render(result: CheckResult, console: Any, run_dir: Any, baseline_path: Any) 
         console.print(table)
     for note in result.details.get("notes", []):
         console.print(f"[yellow]note[/]: {note}")
+    if verdict:
+        print_verdict(result, console)
+
+
+def print_verdict(result: CheckResult, console: Any) -> None:
+    """The verdict line: PASS and WARN exit 0, FAIL 1; refused (exit 2) follows as an error."""
     if result.status == "SKIP":  # the reason follows as the one-line error (exit 2)
         console.print(f"[{_STYLE['SKIP']}]verdict: REFUSED[/], not compared (exit 2)")
         return
-    verdict = "PASS (exit 0)" if result.status == "PASS" else "FAIL: regression (exit 1)"
+    verdict = {"PASS": "PASS (exit 0)", "WARN": "WARN, inconclusive (exit 0)",
+               "FAIL": "FAIL: regression (exit 1)"}[result.status]
     console.print(f"[{_STYLE[result.status]}]verdict: {verdict}[/] — {result.reason}")
 
 
@@ -195,14 +274,59 @@ def check_tolerance(value: Any) -> float:
     return tol
 
 
-def _update(run: dict[str, Any], run_dir: Any, path: Path, force: bool, tolerance: float,
-            console: Any) -> int:
+def _check_baseline_run(run: dict[str, Any], run_dir: Any, force: bool) -> None:
     status, best = run["status"], run["best_val_loss"]
     if status != "completed" and not force:
         raise BankLLMError(f"{run_dir}: the run is {status}; only a completed run can become "
                            "the baseline (pass --force to use it anyway)")
     if not isinstance(best, (int, float)) or not math.isfinite(best) or best <= 0:
         raise BankLLMError(f"{run_dir}: no finite best val loss; it cannot be a baseline")
+
+
+def median_member(records: list[dict[str, Any]]) -> int:
+    """Index of the member whose per-conversation losses a group baseline keeps: the median
+    by best val loss (the lower median for an even count; ties in seed order), so that
+    neither a lucky nor an unlucky seed sets the reference."""
+    order = sorted(range(len(records)), key=lambda i: (records[i]["best_val_loss"], i))
+    return order[(len(order) - 1) // 2]
+
+
+def summarize_group(group_dir: str | Path, members: list[Path],
+                    force: bool = False) -> dict[str, Any]:
+    """A seed group as a baseline record: the median member's summary (its best val loss and
+    per-conversation losses) plus ``seed_group``: the seeds, their best val losses and their
+    spread. Every member must be completed (unless ``force``), on one val set and model."""
+    from bankllm.seed_group import read_group_info
+
+    info = read_group_info(group_dir)
+    records = [summarize_run(m) for m in members]
+    for member, record in zip(members, records, strict=True):
+        _check_baseline_run(record, member, force)
+    for key in ("data_sha256", "eval_hash", "model_hash"):
+        if len({r[key] for r in records}) > 1:
+            raise BankLLMError(f"{group_dir}: the members differ in {key}; a seed group "
+                               "baseline needs one corpus, val set and model")
+    pick = median_member(records)
+    losses = [float(r["best_val_loss"]) for r in records]
+    record = dict(records[pick])
+    record["run_name"] = f"{Path(group_dir).resolve().name}/{members[pick].name}"
+    record["seed_group"] = {
+        "name": str(info["name"]),
+        "seeds": [int(r["config"]["seed"]) for r in records],
+        "split_seed": int(record["split_seed"]),
+        "members": [m.name for m in members],
+        "best_val_losses": losses,
+        "spread": seed_spread(losses),
+        "spread_definition": SPREAD_DEFINITION,
+        "reference": members[pick].name,
+    }
+    return record
+
+
+def _update(run: dict[str, Any], run_dir: Any, path: Path, force: bool, tolerance: float,
+            console: Any) -> int:
+    _check_baseline_run(run, run_dir, force)
+    best = run["best_val_loss"]
     old = None
     if path.exists():
         try:
@@ -218,6 +342,16 @@ def _update(run: dict[str, Any], run_dir: Any, path: Path, force: bool, toleranc
         console.print(f"previous baseline: {old['run_name']}, best val loss "
                       f"{old['best_val_loss']:.4f} (epoch {old['best_epoch']}); new one "
                       f"{(best - old['best_val_loss']) / old['best_val_loss']:+.2%} against it")
+    group = run.get("seed_group")
+    if group:
+        console.print(f"seed group {group['name']}: seeds {group['seeds']}, best val losses "
+                      + ", ".join(f"{x:.4f}" for x in group["best_val_losses"])
+                      + f"; seed spread +{group['spread']:.2%} ({SPREAD_DEFINITION}); "
+                      f"per-conversation losses from {group['reference']} (the median)")
+    if "per_conversation" not in run:
+        console.print("[yellow]note[/]: no per-conversation val losses "
+                      f"({run.get('_per_conversation_error', 'not computed')}): the gate will "
+                      "compare unpaired")
     console.print(f"[bold green]baseline written[/]: {path} from run {run['run_name']} "
                   f"(best val loss {best:.4f} at epoch {run['best_epoch']}, "
                   f"{run['environment']['precision']} on {run['environment']['cpu_bf16']}/"
@@ -226,21 +360,55 @@ def _update(run: dict[str, Any], run_dir: Any, path: Path, force: bool, toleranc
 
 
 def cli_gate(args: Any) -> int:
-    """``bankllm gate``: 0 pass, 1 regression, 2 unusable input (raised as BankLLMError, which
-    the CLI prints as one ``error:`` line). ``args``: run, baseline, tolerance, force, update."""
+    """``bankllm gate``: 0 pass (or WARN: inconclusive), 1 regression, 2 unusable input
+    (raised as BankLLMError, which the CLI prints as one ``error:`` line). ``args``: run,
+    baseline, tolerance, force, update. A seed group (``group.json``) gates every member and
+    passes only if every member passes; ``--update`` from a group records its seed spread."""
     from rich.console import Console
 
     console = Console(highlight=False)
     tolerance = check_tolerance(args.tolerance)
     path = Path(args.baseline)
+    members = read_group(args.run)
+    if members is not None:
+        return _cli_group(args, members, path, tolerance, console)
     run = summarize_run(args.run)
     if args.update:
         return _update(run, args.run, path, args.force, tolerance, console)
     baseline = read_baseline(path)
     result = analyse_regression(run, baseline, tolerance, args.force)
     render(result, console, args.run, path)
-    if result.status == "PASS":
+    return _exit(result)
+
+
+def _exit(result: CheckResult) -> int:
+    if result.status in ("PASS", "WARN"):
         return EXIT_PASS
     if result.status == "FAIL":
         return EXIT_REGRESSION
     raise BankLLMError(result.reason)
+
+
+def _cli_group(args: Any, members: list[Path], path: Path, tolerance: float,
+               console: Any) -> int:
+    if args.update:
+        record = summarize_group(args.run, members, args.force)
+        return _update(record, args.run, path, args.force, tolerance, console)
+    baseline = read_baseline(path)
+    results = []
+    for member in members:
+        result = analyse_regression(summarize_run(member), baseline, tolerance, args.force)
+        render(result, console, member, path, verdict=False)
+        console.print(f"[{_STYLE[result.status]}]member {member.name}: "
+                      f"{'REFUSED' if result.status == 'SKIP' else result.status}[/] — "
+                      f"{result.reason}")
+        console.print()
+        results.append(result)
+    combined = group_result(args.run, members, results)
+    passed = sum(r.status == "PASS" for r in results)
+    line = ", ".join(f"{m.name} {'REFUSED' if r.status == 'SKIP' else r.status}"
+                     for m, r in zip(members, results, strict=True))
+    console.print(f"seed group {args.run}: {passed} of {len(results)} members pass ({line}); "
+                  "the group passes only if every member does")
+    print_verdict(CheckResult(NAME, combined.status, f"seed group: {line}"), console)
+    return _exit(combined)

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bankllm import checkpoints as ckpt
-from bankllm.config import _FIELD_TYPES, CONFIG_KEYS, load_config
+from bankllm.config import _FIELD_TYPES, CONFIG_KEYS, OPTIONAL_KEYS, load_config
 from bankllm.data import load_conversations
 from bankllm.errors import BankLLMError
 from bankllm.tokenizer import SPECIAL_TOKENS, Tokenizer
@@ -346,7 +346,7 @@ SET_ITEMS = st.lists(
 def _check_config(cfg) -> None:
     for key in CONFIG_KEYS:
         value, want = getattr(cfg, key), _FIELD_TYPES[key]
-        assert type(value) is want, (key, value)
+        assert type(value) is want or (value is None and key in OPTIONAL_KEYS), (key, value)
         if want is float:
             assert math.isfinite(value), (key, value)
     cfg.validate()

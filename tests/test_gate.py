@@ -18,6 +18,7 @@ import pytest
 from bankllm.cli import main
 from bankllm.config import TrainConfig
 from bankllm.training import Trainer
+from bankllm.val_losses import VAL_LOSSES_FILE, run_val_losses
 from diagnostics.analyses.regression import analyse_regression
 from diagnostics.gate import SCHEMA_PATH, gate_result, summarize_run
 from tests.conftest import make_conversations
@@ -63,6 +64,20 @@ def _worse(factor: float):
             e["val_loss"] *= factor
         m["best_val_loss"] *= factor
     return change
+
+
+def _plant(run: Path, factor: float) -> None:
+    """Make ``run`` ``factor`` times worse on every val conversation: its best val loss and
+    the per-conversation summed losses (val_losses.json) that the paired gate compares."""
+    _edit(run / "metrics.json", _worse(factor))
+    run_val_losses(run)  # computed and cached if not yet
+
+    def change(data: dict) -> None:
+        sums = data["per_conversation"]["loss_sum"]
+        for key in sums:
+            sums[key] *= factor
+
+    _edit(run / VAL_LOSSES_FILE, change)
 
 
 def _gate(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -121,7 +136,7 @@ def test_equal_run_passes(run, baseline, capsys):
 @pytest.mark.parametrize(("factor", "tolerance", "expected"),
                          [(1.05, None, 1), (1.01, None, 0), (1.05, "0.1", 0), (0.9, None, 0)])
 def test_worse_run_fails_beyond_tolerance(run, baseline, capsys, factor, tolerance, expected):
-    _edit(run / "metrics.json", _worse(factor))
+    _plant(run, factor)
     extra = ["--tolerance", tolerance] if tolerance else []
     code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline), *extra)
     assert code == expected
@@ -147,8 +162,8 @@ def test_mismatched_model_config_is_refused_and_named(run, baseline, capsys):
 
 
 def test_force_compares_anyway(run, baseline, capsys):
+    _plant(run, 1.10)
     _edit(run / "config.json", lambda c: c.update(n_layer=2))
-    _edit(run / "metrics.json", _worse(1.10))
     code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline), "--force")
     assert code == 1 and "forced: compared although the model config differs" in out
 
@@ -224,3 +239,108 @@ def test_forced_run_without_any_val_loss_is_not_called_diverged(trained):
     assert result.status == "FAIL"
     assert "diverged" not in result.reason
     assert "interrupted" in result.reason and "--resume" in result.reason
+
+
+# --------------------------------------------------------------------------- paired comparison
+
+
+def _scale_baseline(baseline: Path, factors: Any) -> None:
+    """Scale the baseline's per-conversation summed losses: ``factors(i)`` for the i-th id."""
+    def change(b: dict) -> None:
+        sums = b["per_conversation"]["loss_sum"]
+        for i, key in enumerate(sorted(sums)):
+            sums[key] *= factors(i)
+    _edit(baseline, change)
+
+
+def test_baseline_records_per_conversation_losses_of_the_best_checkpoint(trained, baseline):
+    data = json.loads(baseline.read_text())
+    pc = data["per_conversation"]
+    split = json.loads((trained / "split.json").read_text())
+    assert sorted(pc["loss_sum"]) == sorted(pc["tokens"]) == sorted(split["val"])
+    assert pc["precision"] == "fp32" and pc["best_epoch"] == data["best_epoch"]
+    # scored as the trainer scores val loss: an fp32 run's total is its best val loss
+    total = sum(pc["loss_sum"].values()) / sum(pc["tokens"].values())
+    assert total == pytest.approx(data["best_val_loss"], rel=1e-6)
+    assert data["split_seed"] == data["config"]["seed"] == 0  # unset: the seed
+
+
+def test_planted_regression_of_5_percent_on_every_conversation_fails(run, baseline, capsys):
+    _scale_baseline(baseline, lambda i: 1 / 1.05)  # the run is 5% worse on every conversation
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 1 and "verdict: FAIL" in out and "+5.00%" in out and "paired" in out
+    result = gate_result(run, baseline)
+    assert result.status == "FAIL" and result.values["comparison"] == "paired"
+    assert result.values["rel_change_ci95_low"] > 0.02
+
+
+def test_planted_regression_in_the_run_summary_fails(trained):
+    base = summarize_run(trained)
+    run = json.loads(json.dumps(base))
+    sums = run["per_conversation"]["loss_sum"]
+    for key in sums:
+        sums[key] *= 1.05
+    result = analyse_regression(run, base, 0.02)
+    assert result.status == "FAIL" and result.values["rel_change"] == pytest.approx(0.05)
+    assert "all of it above the fail line +2.00%" in result.reason
+
+
+def test_inconclusive_change_warns_and_exits_0(run, baseline, capsys):
+    # half the conversations 25% worse, half 15% better: +2-3% overall, an interval that
+    # spans the +2% line over 6 conversations
+    _scale_baseline(baseline, lambda i: 1 / 1.25 if i % 2 else 1 / 0.85)
+    code, out, err = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 0 and err == ""
+    assert "verdict: WARN" in out and "inconclusive" in out and "more val conversations" in out
+    assert gate_result(run, baseline).status == "WARN"
+
+
+def test_seed_spread_widens_the_tolerance(trained):
+    base = summarize_run(trained)
+    run = json.loads(json.dumps(base))
+    for key in run["per_conversation"]["loss_sum"]:
+        run["per_conversation"]["loss_sum"][key] *= 1.05
+    assert analyse_regression(run, base, 0.02).status == "FAIL"
+    losses = [1.0, 1.04, 0.96]  # spread (max - min) / mean = 0.08
+    base["seed_group"] = {"name": "g", "seeds": [0, 1, 2], "members": ["seed-0", "seed-1",
+                          "seed-2"], "best_val_losses": losses, "spread": 0.08,
+                          "reference": "seed-0"}
+    result = analyse_regression(run, base, 0.02)
+    assert result.status == "PASS" and result.values["effective_tolerance"] == 0.08
+    assert "seed spread +8.00%" in result.reason
+    assert analyse_regression(run, base, 0.1).values["effective_tolerance"] == 0.1
+
+
+def test_old_baseline_without_per_conversation_losses_compares_unpaired(run, baseline, capsys):
+    def old_format(b: dict) -> None:
+        for key in ("per_conversation", "split_seed", "seed_group"):
+            b.pop(key, None)
+        b["config"].pop("split_seed", None)
+    _edit(baseline, old_format)
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 0 and "verdict: PASS" in out and "unpaired" in out
+    assert "no per-conversation val losses" in out
+    _plant(run, 1.05)
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(baseline))
+    assert code == 1 and "+5.00% (unpaired" in out
+
+
+def test_committed_baseline_is_still_valid():
+    from diagnostics.gate import read_baseline
+
+    data = read_baseline(Path(__file__).resolve().parents[1] / "reports" / "baseline.json")
+    assert "per_conversation" not in data  # an old-format baseline: the unpaired fallback
+
+
+def test_other_training_seed_on_the_same_split_is_compared_not_refused(trained, baseline,
+                                                                       capsys):
+    cfg = TrainConfig(**{**json.loads((trained / "config.json").read_text()),
+                         "seed": 1, "split_seed": 0})
+    other = trained.parent / "seed-1"
+    if not other.exists():
+        assert Trainer(cfg, other, show_progress=False, log=lambda _: None).train() == 0
+    assert summarize_run(other)["eval_hash"] == json.loads(baseline.read_text())["eval_hash"]
+    code, out, err = _gate(capsys, "--run", str(other), "--baseline", str(baseline))
+    assert code == 0 and err == "" and "REFUSED" not in out
+    assert "verdict: PASS" in out or "verdict: WARN" in out
+    assert "recipe differs" not in out  # the training seed is not a recipe change
