@@ -8,14 +8,28 @@ once and cached under ``<run>/ablations/`` (a rerun reads them). Skipped with
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from diagnostics.ablation_run import FRACTION, prepare_ablation
 from diagnostics.analyses.ablation import NAME, analyse_ablation
+from diagnostics.decision import Estimate, ratio_change
 from diagnostics.plugin import cores
 from diagnostics.results import CheckResult
 
 pytestmark = pytest.mark.optional_section("ablation")
+
+
+def _paired_change(parent: Path, half: Path) -> Estimate:
+    """The half-data model's val loss relative to the parent's, paired over val conversations
+    (both scored in fp32 on the same val set)."""
+    from bankllm.val_losses import run_val_losses
+
+    base, new = run_val_losses(parent), run_val_losses(half)
+    ids = sorted(set(base["loss_sum"]) & set(new["loss_sum"]))
+    return ratio_change([new["loss_sum"][i] for i in ids], [base["loss_sum"][i] for i in ids],
+                        "val conversations")
 
 
 def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
@@ -40,6 +54,7 @@ def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
     if half.status != "completed":
         diagnose(CheckResult(NAME, "FAIL", f"the {FRACTION:g} ablation did not complete (status "
                              f"{half.status!r}): see {half.path / 'metrics.json'}", {}, used))
+    paired = _paired_change(run.path, half.path)
     points = {a.fraction: a for a in cached}
     points[half.fraction] = half
     result = analyse_ablation(
@@ -48,6 +63,7 @@ def test_ablation(pytestconfig, bankllm_run, thresholds, diagnose):
          for a in points.values()],
         used, fraction=FRACTION, em_val=em,
         parent_still_improving=run.metrics.get("best_epoch") == len(run.metrics["epochs"]),
+        paired=paired,
     )
     result.values["reused"] = half.reused
     result.values["ablation_train_seconds"] = half.seconds

@@ -26,6 +26,7 @@ from bankllm.checkpoints import load_run
 from bankllm.config import TrainConfig
 from bankllm.errors import BankLLMError
 from diagnostics.analyses.ablation import analyse_ablation, band, fit_scaling
+from diagnostics.decision import Estimate, ratio_change
 from diagnostics.registry import DEFAULTS
 from diagnostics.report import plot_scaling_curve
 
@@ -142,17 +143,40 @@ def test_band(rel, status):
     assert band(rel, TH["rel_pass"], TH["rel_warn"]) == status
 
 
+def _paired(rel: float, spread: float, n: int = 90) -> Estimate:
+    """The paired change of ``n`` conversations whose own changes scatter by ``spread``."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(20, 60, n)
+    new = base * (1 + rel + rng.normal(0, spread, n))
+    return ratio_change(new.tolist(), base.tolist(), "val conversations")
+
+
 @pytest.mark.parametrize("l50,status,words", [
-    (0.11, "PASS", "within"), (0.095, "WARN", "did not hurt"), (0.14, "WARN", "data-hungry"),
-    (0.2, "FAIL", "data-starved"),
+    (0.11, "PASS", "scaling as expected"), (0.095, "WARN", "did not hurt"),
+    (0.14, "WARN", "data-hungry"), (0.2, "FAIL", "data-starved"),
 ])
 def test_analyse_ablation_verdicts(l50, status, words):
-    r = analyse_ablation(0.1, 800, [{"fraction": 0.5, "n_train": 400, "best_val_loss": l50}], TH)
-    assert r.status == status and words in r.reason
+    rel = (l50 - 0.1) / 0.1
+    r = analyse_ablation(0.1, 800, [{"fraction": 0.5, "n_train": 400, "best_val_loss": l50}], TH,
+                         paired=_paired(rel, 0.05))
+    assert r.status == status and words in r.reason, r.reason
     assert math.isclose(r.values["rel_increase"], (l50 - 0.1) / 0.1)
     assert r.values["chapter_prediction"] == 0.10 and "alpha" not in r.values
     assert "needs 3" in " ".join(r.details["notes"])
     json.dumps(r.to_dict())
+
+
+def test_a_point_value_alone_never_fails():
+    r = analyse_ablation(0.1, 800, [{"fraction": 0.5, "n_train": 400, "best_val_loss": 0.2}], TH)
+    assert r.status == "WARN" and "never FAILs" in r.reason
+
+
+def test_a_noisy_pairing_near_the_fail_line_warns_and_a_large_clear_one_fails():
+    pts = [{"fraction": 0.5, "n_train": 400, "best_val_loss": 0.155}]
+    noisy = analyse_ablation(0.1, 800, pts, TH, paired=_paired(0.55, 0.6, n=20))
+    assert noisy.status == "WARN" and "inconclusive" in noisy.reason, noisy.reason
+    clear = analyse_ablation(0.1, 800, pts, TH, paired=_paired(0.55, 0.05, n=200))
+    assert clear.status == "FAIL" and clear.values["paired_rel_increase_ci95_low"] > 0.5
 
 
 def test_analyse_ablation_with_three_sizes_fits_alpha_and_plots(tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from diagnostics.analyses._common import finite
+from diagnostics.decision import Estimate, decide
 from diagnostics.results import CheckResult, table
 
 NAME = "ablation"
@@ -115,6 +116,7 @@ def analyse_ablation(
     fraction: float = 0.5,
     em_val: Mapping[float, float] | None = None,
     parent_still_improving: bool = False,
+    paired: Estimate | None = None,
 ) -> CheckResult:
     """Verdict on ``rel_increase`` of the ``fraction`` ablation against the parent.
 
@@ -125,6 +127,10 @@ def analyse_ablation(
     With >= 3 distinct sizes (parent included) the data-scaling fit is added.
     ``parent_still_improving`` (best epoch = last epoch) adds a note: at equal epochs the
     smaller run also took fewer optimizer steps, so part of the increase is under-training.
+    ``paired``: the paired relative change of the two models' val losses over val
+    conversations (:func:`diagnostics.decision.ratio_change`); with it the verdict follows its
+    interval by the shared rule (pass line ``rel_pass``, fail line ``rel_warn``, a whole
+    interval below 0 is a WARN), without it the point value is banded and never FAILs.
     """
     rel_pass, rel_warn = float(thresholds["rel_pass"]), float(thresholds["rel_warn"])
     used = {"rel_pass": rel_pass, "rel_warn": rel_warn, "fraction": fraction}
@@ -143,12 +149,20 @@ def analyse_ablation(
         return CheckResult(NAME, "FAIL", f"the {fraction:g} ablation has no finite best val loss "
                            f"({l50!r}): it diverged or stopped; see its metrics.json", {}, used)
     rel = (l50 - l100) / l100
-    status = band(rel, rel_pass, rel_warn)
+    verdict = None
+    if paired is not None:
+        verdict = decide(paired, pass_line=rel_pass, fail_line=rel_warn, higher_is_better=False,
+                         fmt="{:+.1%}".format)
+        status = "WARN" if paired.high < 0 else verdict.status
+    else:
+        status = band(rel, rel_pass, rel_warn)
+        status = "WARN" if status == "FAIL" else status
     all_pts = [*pts, {"fraction": 1.0, "n_train": int(n100), "best_val_loss": float(l100)}]
     values: dict[str, Any] = {
         "l100": float(l100), "l50": float(l50), "rel_increase": rel,
         "n_train_100": int(n100), "n_train_50": half["n_train"],
         "chapter_prediction": CHAPTER_PREDICTION,
+        **(paired.values("paired_rel_increase") if paired is not None else {}),
         "points": [{**p, "rel_increase": (p["best_val_loss"] - l100) / l100
                     if finite(p["best_val_loss"]) else None} for p in all_pts],
     }
@@ -193,15 +207,19 @@ def analyse_ablation(
     }
     measured = (f"best val loss {l50:.4f} on {fraction:.0%} of the data vs {l100:.4f} on all: "
                 f"{rel:+.1%} (chapter: ~{CHAPTER_PREDICTION:+.0%})")
+    if verdict is not None:
+        measured += f"; paired over val conversations {verdict.reason}"
+    else:
+        measured += ("; no per-conversation losses to pair, so no interval: a point value "
+                     "alone never FAILs")
     if status == "PASS":
-        reason = f"{measured}; within [0, {rel_pass:.0%}]: data scaling as expected"
+        reason = f"{measured}: data scaling as expected"
     elif rel < 0:
         reason = (f"{measured}: less data did not hurt — the model is saturated on this "
                   "corpus, or val leaks into train (see the leakage check)")
     elif status == "WARN":
-        reason = (f"{measured}, above {rel_pass:.0%}: data-hungry — loss still falls steeply "
-                  "with data, more data should help")
+        reason = f"{measured}: data-hungry — loss still falls with data, more data should help"
     else:
-        reason = (f"{measured}, above {rel_warn:.0%}: data-starved or memorizing — collect "
-                  "more data, regularise, or stop earlier")
+        reason = (f"{measured}: data-starved or memorizing — collect more data, regularise, or "
+                  "stop earlier")
     return CheckResult(NAME, status, reason, values, used, details)
