@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,11 +55,14 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A status and the one-line reason fragment that justifies it."""
+    """A status, the one-line reason fragment that justifies it, and ``rule``: the estimate
+    and lines it was decided on (what a result records under ``details["decisions"]`` so that
+    the verdicts of several training seeds can be pooled)."""
 
     status: str
     reason: str
     more_items: int | None = None
+    rule: dict[str, Any] = field(default_factory=dict)
 
 
 def wilson(hits: float, n: int, level: float = LEVEL) -> tuple[float, float]:
@@ -170,6 +173,15 @@ def decide(est: Estimate, *, pass_line: float, fail_line: float, higher_is_bette
     the passing side). Higher-is-better: PASS if low >= pass_line, FAIL if high < fail_line;
     lower-is-better: PASS if high <= pass_line, FAIL if low > fail_line; otherwise WARN. With
     ``n < min_n`` a FAIL becomes WARN. The reason states value, interval and what settles it."""
+    verdict = _decide(est, pass_line, fail_line, higher_is_better, fmt, min_n)
+    rule = {"value": est.value, "low": est.low, "high": est.high, "n": est.n, "unit": est.unit,
+            "pass_line": pass_line, "fail_line": fail_line,
+            "higher_is_better": higher_is_better, "min_n": min_n, "status": verdict.status}
+    return Verdict(verdict.status, verdict.reason, verdict.more_items, rule)
+
+
+def _decide(est: Estimate, pass_line: float, fail_line: float, higher_is_better: bool,
+            fmt: Callable[[float], str], min_n: int) -> Verdict:
     if not math.isfinite(est.value):
         return Verdict("WARN", f"no value to judge over {est.n} {est.unit}")
     shown = f"{fmt(est.value)} ({est.interval_text(fmt)})"
@@ -202,3 +214,26 @@ def decide(est: Estimate, *, pass_line: float, fail_line: float, higher_is_bette
     side = better if (est.value >= line) == higher_is_better else worse
     return Verdict("WARN", f"{shown} spans the line {fmt(line)} (value {side} it): "
                    f"inconclusive; {settle}", more)
+
+
+def pool_seeds(rules: Sequence[dict[str, Any]], fmt: Callable[[float], str] = "{:.1%}".format
+               ) -> tuple[Estimate, Verdict]:
+    """Pool one decision over training seeds: the mean of the seeds' values, with an interval
+    that holds the seed-to-seed variance (Student t over seeds, with the seeds' own sampling
+    variance added), decided against the same lines. ``rules``: each seed's ``Verdict.rule``.
+    """
+    from scipy.stats import t as student_t
+
+    values = np.array([r["value"] for r in rules], dtype=float)
+    k = len(values)
+    half_widths = np.array([(r["high"] - r["low"]) / 2 for r in rules], dtype=float)
+    within = np.mean((half_widths / _Z) ** 2) / k if np.all(np.isfinite(half_widths)) else 0.0
+    between = float(np.var(values, ddof=1)) / k if k > 1 else 0.0
+    q = float(student_t.ppf(0.5 + LEVEL / 2, k - 1)) if k > 1 else _Z
+    half = q * math.sqrt(between + within)
+    mean = float(values.mean())
+    first = rules[0]
+    est = Estimate(mean, mean - half, mean + half, k, "training seeds",
+                   f"mean over {k} training seeds, Student t with each seed's sampling variance")
+    return est, decide(est, pass_line=first["pass_line"], fail_line=first["fail_line"],
+                       higher_is_better=first["higher_is_better"], fmt=fmt)

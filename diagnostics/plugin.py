@@ -92,6 +92,24 @@ def report_dir(config: pytest.Config) -> Path:
     return _path(config, config.option.bankllm_report_dir)
 
 
+def group_members(config: pytest.Config) -> list[Path] | None:
+    """The member runs when ``--run`` is a seed group (``group.json``), else None."""
+    from bankllm.seed_group import read_group
+
+    try:
+        return read_group(run_dir(config))
+    except BankLLMError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """On a seed group, every check runs once per member (``run_path`` is parametrized)."""
+    members = group_members(metafunc.config)
+    if members and "run_path" in metafunc.fixturenames:
+        metafunc.parametrize("run_path", [m.resolve() for m in members], indirect=True,
+                             ids=[m.name for m in members], scope="session")
+
+
 def probes_dir(config: pytest.Config) -> Path:
     return _path(config, config.option.bankllm_probes)
 
@@ -141,16 +159,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if config.option.collectonly or getattr(config.option, "help", False):
         return
-    path = run_dir(config)
-    if not (path / "metrics.json").is_file():
-        what = "no such directory" if not path.exists() else "no metrics.json in it"
-        raise pytest.UsageError(f"no training run at {path} ({what}): {TRAIN_HINT}")
     from bankllm.fileio import read_json
 
-    try:
-        read_json(path / "metrics.json", "run metrics")
-    except BankLLMError as exc:
-        raise pytest.UsageError(f"{exc}: retrain, or pass --run DIR") from None
+    for path in group_members(config) or [run_dir(config)]:
+        if not (path / "metrics.json").is_file():
+            what = "no such directory" if not path.exists() else "no metrics.json in it"
+            raise pytest.UsageError(f"no training run at {path} ({what}): {TRAIN_HINT}")
+        try:
+            read_json(path / "metrics.json", "run metrics")
+        except BankLLMError as exc:
+            raise pytest.UsageError(f"{exc}: retrain, or pass --run DIR") from None
     probes = probes_dir(config)
     if probes.is_dir():  # a malformed probe file stops the session; a missing folder SKIPs
         from bankllm.probes import load_probes
@@ -193,9 +211,9 @@ def thresholds(pytestconfig: pytest.Config) -> Thresholds:
 
 
 @pytest.fixture(scope="session")
-def run_path(pytestconfig: pytest.Config) -> Path:
-    """The run directory given by --run, resolved."""
-    return run_dir(pytestconfig).resolve()
+def run_path(request: pytest.FixtureRequest) -> Path:
+    """The run directory given by --run, resolved (on a seed group: one member)."""
+    return getattr(request, "param", None) or run_dir(request.config).resolve()
 
 
 @pytest.fixture(scope="session")
@@ -271,13 +289,14 @@ def no_probes_result(config: pytest.Config, name: str, used: dict[str, Any]) -> 
                        {}, used)
 
 
-_ANSWERS: dict[str, str] = {}  # prompt -> greedy answer of the run's best model, per worker
+_ANSWERS: dict[tuple[Path, str], str] = {}  # (run, prompt) -> greedy answer, per worker
 MAX_NEW_TOKENS = 64
 ANSWER_BATCH = 128
 
 
 @pytest.fixture(scope="session")
-def probe_answers(bankllm_run: Any, model: Any) -> Callable[[Sequence[str]], dict[str, str]]:
+def probe_answers(run_path: Path, bankllm_run: Any,
+                  model: Any) -> Callable[[Sequence[str]], dict[str, str]]:
     """``probe_answers(prompts)``: the best model's greedy answer to each prompt (batched, in
     the run's precision); prompts answered before on this worker are reused."""
     from bankllm.generation import answers
@@ -287,12 +306,13 @@ def probe_answers(bankllm_run: Any, model: Any) -> Callable[[Sequence[str]], dic
     precision = run_precision(bankllm_run.metrics, next(model.parameters()).device)
 
     def _answers(prompts: Sequence[str]) -> dict[str, str]:
-        todo = [p for p in dict.fromkeys(prompts) if p not in _ANSWERS]
+        todo = [p for p in dict.fromkeys(prompts) if (run_path, p) not in _ANSWERS]
         if todo:
-            _ANSWERS.update(collect_responses(todo, lambda ps: answers(
+            got = collect_responses(todo, lambda ps: answers(
                 model, bankllm_run.tokenizer, ps, max_new_tokens=MAX_NEW_TOKENS,
-                precision=precision, batch_size=ANSWER_BATCH)))
-        return {p: _ANSWERS[p] for p in prompts}
+                precision=precision, batch_size=ANSWER_BATCH))
+            _ANSWERS.update({(run_path, p): a for p, a in got.items()})
+        return {p: _ANSWERS[run_path, p] for p in prompts}
 
     return _answers
 
@@ -350,6 +370,19 @@ def _first_line(report: pytest.TestReport) -> str:
     return lines[0].removeprefix("Failed: ") if lines else "no message"
 
 
+def _combine_members(results: dict[str, CheckResult]) -> list[CheckResult]:
+    """One pooled result per check from the per-member results of a seed group (the member is
+    the test's parameter id, ``test_x[seed-0]``)."""
+    from diagnostics.seeds import combine_seeds
+
+    by_check: dict[str, list[tuple[str, CheckResult]]] = {}
+    for nodeid, result in sorted(results.items()):
+        member = nodeid.split("[", 1)[1].rstrip("]") if "[" in nodeid else "run"
+        by_check.setdefault(result.name, []).append((member, result))
+    return [combine_seeds([r for _, r in pairs], [m for m, _ in pairs])
+            for pairs in by_check.values()]
+
+
 class ReportCollector:
     """Lives on the controller only: gathers every worker's CheckResults from the test reports,
     then writes (session finish) and prints (terminal summary) the report."""
@@ -380,8 +413,15 @@ class ReportCollector:
             return
         from diagnostics import report as rep
 
+        members = group_members(self.config)
+        results = list(self.results.values())
+        summary = rep.run_summary(members[0] if members else run_dir(self.config))
+        if members:
+            results = _combine_members(self.results)
+            summary["group"] = {"path": str(run_dir(self.config).resolve()),
+                                "members": [m.name for m in members]}
         self.report = rep.build_report(
-            list(self.results.values()), rep.run_summary(run_dir(self.config)),
+            results, summary,
             self.config.stash[_THRESHOLDS].to_dict(), is_strict(self.config))
         try:
             self.written = rep.write_report(self.report, report_dir(self.config))

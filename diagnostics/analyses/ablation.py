@@ -204,6 +204,7 @@ def analyse_ablation(
                           "rel. increase vs 100%", "EM_val"], rows)],
         "notes": notes,
         "fit": asdict(fit) if fit is not None else None,
+        "decisions": {"paired_rel_increase": verdict.rule} if verdict is not None else {},
     }
     measured = (f"best val loss {l50:.4f} on {fraction:.0%} of the data vs {l100:.4f} on all: "
                 f"{rel:+.1%} (chapter: ~{CHAPTER_PREDICTION:+.0%})")

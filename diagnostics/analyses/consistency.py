@@ -189,6 +189,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         "n_inv_groups": n_groups, "n_inv_pairs": pairs, "n_mft": n_mft, **judge_values,
     }
     statuses, parts = [], []
+    decisions: dict[str, Any] = {}
     est = novel = None
     if pairs:
         est = rate(group_agree, group_pairs, "probe groups")
@@ -196,6 +197,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         verdict = decide(est, pass_line=th["consistency_pass"],
                          fail_line=th["consistency_pass"] - th["warn_margin"],
                          higher_is_better=True, fmt=_pct)
+        decisions["consistency"] = verdict.rule
         statuses.append(verdict.status)
         parts.append(f"consistency (share of {pairs} paraphrase pairs that agree) "
                      f"{verdict.reason}; {values['consistent_and_correct']:.0%} of {n_groups} "
@@ -206,6 +208,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         verdict = decide(novel, pass_line=th["novel_accuracy_pass"],
                          fail_line=th["novel_accuracy_pass"] - th["warn_margin"],
                          higher_is_better=True, fmt=_pct)
+        decisions["novel_accuracy"] = verdict.rule
         statuses.append(verdict.status)
         parts.append(f"novel accuracy {verdict.reason}")
     status = worst(statuses)
@@ -215,6 +218,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
     parts.append(f"judge accuracy {judge.accuracy:.1%} on val")
     details: dict[str, Any] = {
         "failures": {"inv": failures_inv, "mft": failures_mft}, "tables": [], "notes": [],
+        "decisions": decisions,
     }
 
     def pct(x: float | None) -> str | None:

@@ -92,7 +92,8 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     if status == "FAIL":
         reason += (f"; {swapped} answers name another account instead — the model ignores the "
                    "entity the customer asked about")
-    details: dict[str, Any] = {"failures": failures, "tables": [], "notes": []}
+    details: dict[str, Any] = {"failures": failures, "tables": [], "notes": [],
+                               "decisions": {"faithfulness": pooled_verdict.rule}}
     details["tables"].append(table(
         "faithfulness per intent", ["intent", "share", "95% interval", "probes", "verdict"],
         [(k, _pct(e.value), f"{_pct(e.low)} - {_pct(e.high)}", e.n, intent_verdicts[k].status)

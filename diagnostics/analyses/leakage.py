@@ -110,6 +110,7 @@ def analyse_leakage(
     near_verdict = decide(near_est, pass_line=max_near, fail_line=max_near,
                           higher_is_better=False)
     status = worst([exact_verdict.status, near_verdict.status])
+    details["decisions"] = {"exact_share": exact_verdict.rule, "near_share": near_verdict.rule}
     reason = (f"exact copies of train: {values['exact']}/{n} val conversations, "
               f"{exact_verdict.reason}; near-duplicates (ratio ≥ {cutoff:g}): "
               f"{values['near']}/{n}, {near_verdict.reason}")

@@ -464,6 +464,8 @@ def analyse_memorization(
     details: dict[str, Any] = {
         "rates": {"train": train, "val": val, "chance": base},
         "examples": examples,
+        "decisions": {"gap": gap_verdict.rule, **({"regurgitation": reg_verdict.rule}
+                                                   if reg_verdict.rule else {})},
         "tables": [table("train / val / chance (untrained model, same prompts)",
                          ["measure", "train", "val", "train − val", "chance"], side,
                          [gap_status, None, None] + [None] * (len(side) - 4) + [reg_status])],

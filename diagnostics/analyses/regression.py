@@ -281,6 +281,7 @@ def analyse_regression(
                 reason += f"; improved: lock the gain in with `{UPDATE_HINT}`"
         if verdict.more_items is not None:
             values["more_items"] = verdict.more_items
+        details["decisions"] = {"rel_change": verdict.rule}
         return CheckResult(NAME, verdict.status, reason, values, used, details)
 
     rel = (float(new) - float(base)) / float(base)
