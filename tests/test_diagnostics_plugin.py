@@ -134,3 +134,31 @@ def test_summary_line_lists_the_files_this_session_wrote(tmp_path):
     proc = run_diagnostics(*args, "-p", "writer", pythonpath=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"report: {four}, scaling_curve.png in {reports}\n" in proc.stdout
+
+
+def test_a_malformed_probe_file_stops_the_session_naming_file_and_line(tmp_path):
+    run = fake_run(tmp_path, healthy_metrics())
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    for kind in ("inv", "dir", "mft"):
+        (probes / f"{kind}.jsonl").write_text((REPO / "fixtures" / "probes" /
+                                               f"{kind}.jsonl").read_text())
+    lines = (probes / "inv.jsonl").read_text().splitlines()
+    bad = json.loads(lines[2])
+    bad["prompts"] = "not a list"
+    lines[2] = json.dumps(bad)
+    (probes / "inv.jsonl").write_text("\n".join(lines) + "\n")
+    line = _one_usage_error(run_diagnostics("--run", str(run), "--probes", str(probes),
+                                            "-k", "initial_loss"))
+    assert "inv.jsonl:3" in line and "prompts" in line and "--probes" in line
+
+
+def test_a_missing_probe_folder_skips_the_probe_checks_naming_it(tmp_path):
+    from diagnostics.plugin import no_probes_result
+
+    class Config:  # what no_probes_result reads of pytest's config
+        option = type("O", (), {"bankllm_probes": str(tmp_path / "nowhere")})()
+        invocation_params = type("I", (), {"dir": tmp_path})()
+
+    result = no_probes_result(Config(), "consistency", {})
+    assert result.status == "SKIP" and str(tmp_path / "nowhere") in result.reason
