@@ -84,6 +84,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "--run", default=None, help="the run the report must be for (default: whichever it is)"
     )
     p.add_argument("--report-dir", default="reports", help="folder holding diagnostics.json")
+    p.add_argument("--format", choices=["text", "markdown", "html"], default="text",
+                   help="text: the terminal report; markdown: a summary for a pull request or "
+                   "$GITHUB_STEP_SUMMARY; html: rewrite diagnostics.html, .svg and the charts")
     p.set_defaults(handler="diagnostics.report:cli_report")
 
 

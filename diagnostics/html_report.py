@@ -119,9 +119,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _cell(value: Any) -> str:
-    num = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return f'<td class="num">{_e(_fmt(value))}</td>' if num else f"<td>{_e(_fmt(value))}</td>"
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cell(value: Any, numeric: bool) -> str:
+    return f'<td class="num">{_e(_fmt(value))}</td>' if numeric else f"<td>{_e(_fmt(value))}</td>"
 
 
 def _badge(status: str) -> str:
@@ -137,11 +140,15 @@ def anchor(name: str) -> str:
 def _table(title: str | None, columns: Sequence[Any], rows: Sequence[Sequence[Any]],
            row_status: Sequence[Any] = ()) -> str:
     head = "".join(f"<th scope=\"col\">{_e(c)}</th>" for c in columns)
+    width = max((len(r) for r in rows), default=0)
+    numeric = [all(_is_number(r[j]) or r[j] is None for r in rows if j < len(r))
+               for j in range(width)]
     body = []
     for i, row in enumerate(rows):
         status = row_status[i] if i < len(row_status) else None
         cls = f' class="r-{_e(status)}"' if status in STATUSES else ""
-        body.append(f"<tr{cls}>{''.join(_cell(v) for v in row)}</tr>")
+        cells = "".join(_cell(v, numeric[j]) for j, v in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
     caption = f"<caption>{_e(title)}</caption>" if title else ""
     return (f'<div class="scroll"><table>{caption}<thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")

@@ -4,17 +4,21 @@ All rendering lives here. Files (all written atomically)::
 
     diagnostics.json    run summary, curves, thresholds, every CheckResult, tally (validated
                         against schemas/diagnostics.schema.json)
-    diagnostics.svg     the terminal report as an image   } Rich Console(record=True) exports
-    diagnostics.html    the terminal report as HTML       }
+    diagnostics.svg     the terminal report as an image (Rich Console(record=True) export)
+    diagnostics.html    one self-contained page, charts embedded (diagnostics/html_report.py)
     loss_curves.png     step loss, running train / train_eval / val per epoch, phases, best epoch
+    overfitting_gap.png rel_gap and gap per epoch, the overfitting lines
+    scaling_curve.png   the ablation's data-scaling curve (2+ data sizes)
 
-``bankllm report`` (:func:`cli_report`) re-renders the terminal report from the JSON alone.
+Each chart is rendered once (:func:`render_charts`), written and embedded in the page.
+``bankllm report`` (:func:`cli_report`) re-renders from the JSON alone (text, markdown, html).
 A check gets a report section from its ``details`` (``tables``, ``notes``; see results.py); a
 check that needs more registers a renderer in :data:`SECTION_RENDERERS`.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -521,6 +525,73 @@ def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path
     return [atomic_write_json(out / REPORT_JSON, report), *render_files(report, out)]
 
 
+STATUS_EMOJI = {"PASS": "✅", "WARN": "⚠️", "FAIL": "❌", "SKIP": "⏭️"}
+MD_REASON_CHARS = 160
+
+
+def _md_cell(text: str) -> str:
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
+
+
+def _shorten(text: str, limit: int = MD_REASON_CHARS) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, ``…`` marking a cut;
+    a code span the cut opened is closed."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    cut = (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:")
+    if cut.count("`") % 2:
+        cut += "`"
+    return cut + "…"
+
+
+def _g(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "—"
+
+
+def headline_values(check: Mapping[str, Any]) -> str:
+    """The values of a result that carry a 95% interval, as ``key value [low, high]``; for
+    the regression check, its change against the baseline. Empty when it has neither."""
+    values = check.get("values") or {}
+    if check["name"] == "regression":
+        rel = values.get("rel_change")
+        if values.get("refused") and not values.get("forced"):
+            return "not compared (refused)"
+        if isinstance(rel, (int, float)):
+            return (f"{rel:+.2%} vs baseline ({_g(values.get('new'))} vs "
+                    f"{_g(values.get('baseline'))}; tolerance +{values.get('tolerance', 0):.2%})")
+        return ""
+    parts = [f"{k} {_g(v)} [{_g(values.get(f'{k}_ci95_low'))}, {_g(values.get(f'{k}_ci95_high'))}]"
+             for k, v in values.items()
+             if f"{k}_ci95_low" in values and f"{k}_ci95_high" in values]
+    return "; ".join(parts)
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """A short Markdown summary for a pull request or ``$GITHUB_STEP_SUMMARY``: overall
+    verdict and tally, one table row per check (status, name, value with its 95% interval or
+    the change against the baseline, the reason cut to one short line)."""
+    run = report.get("run") or {}
+    counts = report.get("tally") or {}
+    overall = report.get("overall", "SKIP")
+    lines = [f"### {STATUS_EMOJI[overall]} bankllm diagnostics: {overall} · run "
+             f"{_md_cell(str(run.get('run_name') or run.get('path') or '?'))}", "",
+             " · ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
+             + (" (--strict: WARN fails)" if report.get("strict") else ""), "",
+             "| status | check | value [95% interval] | reason |", "|---|---|---|---|"]
+    for c in report.get("checks", []):
+        lines.append(f"| {STATUS_EMOJI[c['status']]} {c['status']} | {_md_cell(c['name'])} | "
+                     f"{_md_cell(headline_values(c))} | {_md_cell(_shorten(c['reason']))} |")
+    regression = next((c for c in report.get("checks", []) if c["name"] == "regression"), None)
+    if regression is not None:
+        change = headline_values(regression) or regression["reason"]
+        lines += ["", f"**Val loss against the baseline:** {_md_cell(_shorten(change))}"]
+    lines += ["", "Full report: `diagnostics.html` next to `diagnostics.json` "
+              "(`bankllm report --format html` re-renders it)."]
+    return "\n".join(lines) + "\n"
+
+
 def load_report(path: str | Path, run: str | None = None) -> dict[str, Any]:
     """Read and validate a diagnostics.json; errors say to run ``pytest diagnostics`` (with
     ``--run run`` when a run is named)."""
@@ -539,9 +610,11 @@ def _same_run(shown: str | None, wanted: str) -> bool:
 
 
 def cli_report(args: Any) -> int:
-    """``bankllm report``: re-render the terminal report from ``<report-dir>/diagnostics.json``
-    without recomputing anything. With ``--run X``, X must exist and be the run the report is
-    for; otherwise the error says how to diagnose X."""
+    """``bankllm report``: re-render the report from ``<report-dir>/diagnostics.json`` without
+    recomputing anything: ``--format text`` (default) the terminal report, ``markdown`` the
+    summary of :func:`render_markdown` on stdout, ``html`` rewrites the .html, .svg and charts.
+    With ``--run X``, X must exist and be the run the report is for; otherwise the error says
+    how to diagnose X."""
     wanted = getattr(args, "run", None)
     if wanted is not None and not Path(wanted).is_dir():
         raise BankLLMError(f"{wanted}: no such run directory; pass an existing run to --run, or "
@@ -552,6 +625,14 @@ def cli_report(args: Any) -> int:
     if wanted is not None and not _same_run(shown, wanted):
         raise BankLLMError(f"{path}: this report is for run {shown}, not {wanted}; run "
                            f"`pytest diagnostics --run {wanted}` to diagnose {wanted}")
+    fmt = getattr(args, "format", None) or "text"
+    if fmt == "markdown":
+        print(render_markdown(report), end="")
+        return 0
+    if fmt == "html":
+        for written in render_files(report, Path(args.report_dir)):
+            print(written)
+        return 0
     console = Console(highlight=False)
     console.print(Text(f"diagnostics report for run {shown} (from {path})", style="dim"))
     render(report, console)
