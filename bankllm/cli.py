@@ -50,7 +50,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="make, import and inspect corpus files")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{synth,stats,import}")
+    data_sub = p.add_subparsers(dest="data_command", required=True,
+                                metavar="{synth,stats,import,probes}")
 
     synth = data_sub.add_parser("synth", help="generate the bundled synthetic banking corpus")
     synth.add_argument("--seed", type=int, default=0)
@@ -76,6 +77,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--response-column", default="response", help="CSV: agent column")
     imp.add_argument("--intent-column", default=None, help="CSV: optional intent label column")
     imp.set_defaults(handler="bankllm.importers:cli_import")
+
+    probes = data_sub.add_parser("probes", help="check a consistency probe folder (docs/probes.md)")
+    probes.add_argument("--check", required=True, metavar="DIR",
+                        help="folder of inv.jsonl, dir.jsonl, mft.jsonl: list every bad record")
+    probes.set_defaults(handler="bankllm.probes:cli_check_probes")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
