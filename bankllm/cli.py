@@ -58,7 +58,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="make, import and inspect corpus files")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{synth,stats,import}")
+    data_sub = p.add_subparsers(dest="data_command", required=True,
+                                metavar="{synth,stats,import,probes}")
 
     synth = data_sub.add_parser("synth", help="generate the bundled synthetic banking corpus")
     synth.add_argument("--seed", type=int, default=0)
@@ -85,6 +86,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--intent-column", default=None, help="CSV: optional intent label column")
     imp.set_defaults(handler="bankllm.importers:cli_import")
 
+    probes = data_sub.add_parser("probes", help="check a consistency probe folder (docs/probes.md)")
+    probes.add_argument("--check", required=True, metavar="DIR",
+                        help="folder of inv.jsonl, dir.jsonl, mft.jsonl: list every bad record")
+    probes.set_defaults(handler="bankllm.probes:cli_check_probes")
+
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="re-render the diagnostics report from its JSON")
@@ -92,6 +98,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "--run", default=None, help="the run the report must be for (default: whichever it is)"
     )
     p.add_argument("--report-dir", default="reports", help="folder holding diagnostics.json")
+    p.add_argument("--format", choices=["text", "markdown", "html"], default="text",
+                   help="text: the terminal report; markdown: a summary for a pull request or "
+                   "$GITHUB_STEP_SUMMARY; html: rewrite diagnostics.html, .svg and the charts")
     p.set_defaults(handler="diagnostics.report:cli_report")
 
 

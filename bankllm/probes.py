@@ -11,11 +11,13 @@ kind in ``schemas/probes.schema.json``:
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bankllm.errors import BankLLMError
+from bankllm.errors import EXIT_USAGE, BankLLMError
 from bankllm.fileio import load_schema, parse_records
 
 PROBE_KINDS: tuple[str, ...] = ("inv", "dir", "mft")
@@ -69,3 +71,89 @@ def load_probes(directory: str | Path) -> Probes:
         for kind in PROBE_KINDS
     }
     return Probes(**loaded)
+
+
+def fit_probes(probes: Probes, train_intents: set[str]) -> tuple[Probes, dict[str, int]]:
+    """The probes whose intent the training split contains, and per kind how many were left
+    out (a model cannot answer with an intent it never saw, so those would only count as
+    misses). ``train_intents``: the intents of the run's training split."""
+    kept = {kind: [r for r in getattr(probes, kind) if r["intent"] in train_intents]
+            for kind in PROBE_KINDS}
+    left_out = {kind: len(getattr(probes, kind)) - len(kept[kind]) for kind in PROBE_KINDS}
+    return Probes(**kept), left_out
+
+
+def _record_problems(path: Path, text: str, schema: dict[str, Any]) -> tuple[list[str], int]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    valid = 0
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}:{lineno}: (record): not valid JSON ({exc.msg} at column "
+                            f"{exc.colno})")
+            continue
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            problems.append(f"{path}:{lineno}: (record): not valid JSON ({reason})")
+            continue
+        error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+            problems.append(f"{path}:{lineno}: {where}: {error.message}")
+            continue
+        if record["id"] in seen:
+            problems.append(f"{path}:{lineno}: id: duplicate id {record['id']!r} (first on line "
+                            f"{seen[record['id']]})")
+            continue
+        seen[record["id"]] = lineno
+        valid += 1
+    return problems, valid
+
+
+def check_probes(directory: str | Path) -> tuple[list[str], dict[str, int]]:
+    """Every problem of a probe folder, one ``file:line: field: what`` line per bad record
+    (``file: what`` for a missing or unreadable file), and the valid records per kind.
+    A missing folder is a :class:`~bankllm.errors.BankLLMError`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BankLLMError(f"{directory}: probe directory not found; it should hold "
+                           f"{', '.join(f'{k}.jsonl' for k in PROBE_KINDS)} (docs/probes.md)")
+    schema = load_schema("bankllm", "probes.schema.json")
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    for kind in PROBE_KINDS:
+        path = directory / f"{kind}.jsonl"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            problems.append(f"{path}: file not found; a probe folder holds inv.jsonl, dir.jsonl "
+                            "and mft.jsonl (an empty file for a kind you do not use)")
+            counts[kind] = 0
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: cannot read probe file ({exc})")
+            counts[kind] = 0
+            continue
+        found, counts[kind] = _record_problems(path, text, _kind_schema(schema, kind))
+        problems += found
+    return problems, counts
+
+
+def cli_check_probes(args: Any) -> int:
+    """``bankllm data probes --check DIR``: print one ``error:`` line per bad record and exit
+    2, or a one-line summary of the counts and exit 0."""
+    problems, counts = check_probes(args.check)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    print(f"{args.check}: {counts['inv']} INV groups, {counts['dir']} DIR triples, "
+          f"{counts['mft']} MFT prompts: all valid")
+    return 0

@@ -4,17 +4,21 @@ All rendering lives here. Files (all written atomically)::
 
     diagnostics.json    run summary, curves, thresholds, every CheckResult, tally (validated
                         against schemas/diagnostics.schema.json)
-    diagnostics.svg     the terminal report as an image   } Rich Console(record=True) exports
-    diagnostics.html    the terminal report as HTML       }
+    diagnostics.svg     the terminal report as an image (Rich Console(record=True) export)
+    diagnostics.html    one self-contained page, charts embedded (diagnostics/html_report.py)
     loss_curves.png     step loss, running train / train_eval / val per epoch, phases, best epoch
+    overfitting_gap.png rel_gap and gap per epoch, the overfitting lines
+    scaling_curve.png   the ablation's data-scaling curve (2+ data sizes)
 
-``bankllm report`` (:func:`cli_report`) re-renders the terminal report from the JSON alone.
+Each chart is rendered once (:func:`render_charts`), written and embedded in the page.
+``bankllm report`` (:func:`cli_report`) re-renders from the JSON alone (text, markdown, html).
 A check gets a report section from its ``details`` (``tables``, ``notes``; see results.py); a
 check that needs more registers a renderer in :data:`SECTION_RENDERERS`.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +35,8 @@ from rich.text import Text
 
 from bankllm.errors import BankLLMError
 from bankllm.fileio import (
+    atomic_write_bytes,
     atomic_write_json,
-    atomic_write_png,
     atomic_write_text,
     load_schema,
     read_json,
@@ -321,17 +325,34 @@ def render_text(report: Mapping[str, Any], width: int = 100, color: bool = True)
 # --------------------------------------------------------------------------- files
 
 
-def plot_loss_curves(report: Mapping[str, Any], path: Path) -> Path | None:
-    """loss_curves.png: step loss, per-epoch running train / train_eval / val, phase
-    boundaries, best epoch. None when the run has no curves."""
-    curves = report.get("run", {}).get("curves") or {}
-    if not curves.get("step"):
-        return None
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(figure: Any) -> bytes:
+    """Lay out ``figure``, return it as PNG bytes, and close it."""
+    plt = _pyplot()
+    try:
+        figure.tight_layout()
+        buf = io.BytesIO()
+        figure.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(figure)
+
+
+def loss_curves_png(report: Mapping[str, Any]) -> bytes | None:
+    """loss_curves.png: step loss, per-epoch running train / train_eval / val, phase
+    boundaries, best epoch. None when the run has no curves."""
+    curves = report.get("run", {}).get("curves") or {}
+    if not curves.get("step"):
+        return None
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
     pts = [(s, v) for s, v in zip(curves["step"], curves["loss"], strict=True) if v]
     ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8, color="0.6", label="step loss")
@@ -364,20 +385,70 @@ def plot_loss_curves(report: Mapping[str, Any], path: Path) -> Path | None:
     ax.set_title(f"run {report.get('run', {}).get('run_name')}: loss curves")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    atomic_write_png(path, fig)
-    return path
+    return _png(fig)
 
 
-def plot_scaling_curve(result: Mapping[str, Any], path: Path) -> Path | None:
+def plot_loss_curves(report: Mapping[str, Any], path: Path) -> Path | None:
+    """Write :func:`loss_curves_png` to ``path``; None (nothing written) without curves."""
+    png = loss_curves_png(report)
+    return None if png is None else atomic_write_bytes(path, png)
+
+
+def _check(report: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    return next((c for c in report.get("checks", []) if c["name"] == name), None)
+
+
+def overfitting_gap_png(report: Mapping[str, Any]) -> bytes | None:
+    """overfitting_gap.png: per epoch, val - train_eval as a share of train_eval (rel_gap),
+    its PASS/WARN lines from the overfitting result, and the absolute gap. None without an
+    overfitting result or epochs with both losses."""
+    check = _check(report, "overfitting")
+    epochs = [e for e in report.get("run", {}).get("curves", {}).get("epochs", [])
+              if finite(e.get("val_loss")) and finite(e.get("train_eval_loss"))
+              and e["train_eval_loss"] > 0]
+    if check is None or not epochs:
+        return None
+    plt = _pyplot()
+    ep = [e["epoch"] for e in epochs]
+    gap = [e["val_loss"] - e["train_eval_loss"] for e in epochs]
+    rel = [g / e["train_eval_loss"] * 100 for g, e in zip(gap, epochs, strict=True)]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    ax.plot(ep, rel, "-", color="0.5", lw=1, zorder=2)
+    tables = check.get("details", {}).get("tables") or [{}]
+    marks = tables[0].get("row_status") or []
+    colors = {"PASS": "tab:green", "WARN": "goldenrod", "FAIL": "tab:red"}
+    ax.scatter(ep, rel, s=36, zorder=3, edgecolors="k", linewidths=0.5,
+               c=[colors.get(marks[i] if i < len(marks) and len(marks) == len(ep) else "",
+                             "tab:blue") for i in range(len(ep))])
+    th = check.get("thresholds", {})
+    for key, color in (("rel_gap_pass", "tab:green"), ("rel_gap_warn", "tab:red")):
+        if finite(th.get(key)):
+            ax.axhline(th[key] * 100, color=color, ls=":", lw=1, label=f"{key} {th[key]:.0%}")
+    best = report.get("run", {}).get("best_epoch")
+    if best in ep:
+        ax.axvline(best, color="gold", lw=2, alpha=0.6, label=f"best epoch {best}")
+    ax2 = ax.twinx()
+    ax2.bar(ep, gap, width=0.5, color="tab:blue", alpha=0.18, zorder=1)
+    ax2.set_ylabel("gap (nats/token, bars)")
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_xticks(ep)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("rel_gap = (val - train_eval) / train_eval (%)")
+    ax.set_title("overfitting: generalization gap per epoch")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left")
+    return _png(fig)
+
+
+def scaling_curve_png(result: Mapping[str, Any]) -> bytes | None:
     """scaling_curve.png: the data-scaling curve of the ablation result (a report entry), or
-    None (nothing written) when it has fewer than 2 points."""
+    None when it has fewer than 2 points."""
     pts = [p for p in result["values"].get("points") or [] if finite(p.get("best_val_loss"))]
     if len(pts) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import matplotlib.ticker
 
     pts.sort(key=lambda p: p["n_train"])
@@ -409,31 +480,116 @@ def plot_scaling_curve(result: Mapping[str, Any], path: Path) -> Path | None:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    atomic_write_png(path, fig)
-    return Path(path)
+    return _png(fig)
 
 
-def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path]:
-    """Validate and write diagnostics.json/.svg/.html, loss_curves.png and (with an ablation of
-    2+ data sizes) scaling_curve.png; return the paths."""
+def plot_scaling_curve(result: Mapping[str, Any], path: Path) -> Path | None:
+    """Write :func:`scaling_curve_png` to ``path``; None (nothing written) under 2 points."""
+    png = scaling_curve_png(result)
+    return None if png is None else atomic_write_bytes(path, png)
+
+
+def render_charts(report: Mapping[str, Any]) -> dict[str, bytes]:
+    """Every chart the report has, rendered once: ``{file name: PNG bytes}`` in report order
+    (loss_curves.png, overfitting_gap.png, scaling_curve.png; each only when it has data)."""
+    charts = {"loss_curves.png": loss_curves_png(report),
+              "overfitting_gap.png": overfitting_gap_png(report)}
+    ablation = _check(report, "ablation")
+    if ablation is not None:
+        charts["scaling_curve.png"] = scaling_curve_png(ablation)
+    return {name: png for name, png in charts.items() if png is not None}
+
+
+def render_files(report: Mapping[str, Any], report_dir: str | Path) -> list[Path]:
+    """Write diagnostics.svg, diagnostics.html and the chart PNGs of ``report`` (not the JSON)
+    into ``report_dir``; return the paths."""
+    from diagnostics.html_report import render_html
+
     out = Path(report_dir)
-    validate_report(report, str(out / REPORT_JSON))
-    written = [atomic_write_json(out / REPORT_JSON, report)]
     console = Console(record=True, file=io.StringIO(), width=FILE_WIDTH, force_terminal=True,
                       color_system="truecolor", highlight=False)
     render(report, console)
-    written.append(atomic_write_text(out / "diagnostics.svg",
-                                     console.export_svg(title="bankllm diagnostics", clear=False)))
-    written.append(atomic_write_text(out / "diagnostics.html", console.export_html()))
-    png = plot_loss_curves(report, out / "loss_curves.png")
-    if png is not None:
-        written.append(png)
-    for check in report["checks"]:
-        if check["name"] == "ablation":
-            png = plot_scaling_curve(check, out / "scaling_curve.png")
-            if png is not None:
-                written.append(png)
+    written = [atomic_write_text(out / "diagnostics.svg",
+                                 console.export_svg(title="bankllm diagnostics", clear=False))]
+    charts = render_charts(report)
+    written.append(atomic_write_text(out / "diagnostics.html", render_html(report, charts)))
+    written += [atomic_write_bytes(out / name, png) for name, png in charts.items()]
     return written
+
+
+def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path]:
+    """Validate and write diagnostics.json, then :func:`render_files` (.svg, .html, the chart
+    PNGs); return the paths."""
+    out = Path(report_dir)
+    validate_report(report, str(out / REPORT_JSON))
+    return [atomic_write_json(out / REPORT_JSON, report), *render_files(report, out)]
+
+
+STATUS_EMOJI = {"PASS": "✅", "WARN": "⚠️", "FAIL": "❌", "SKIP": "⏭️"}
+MD_REASON_CHARS = 160
+
+
+def _md_cell(text: str) -> str:
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
+
+
+def _shorten(text: str, limit: int = MD_REASON_CHARS) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, ``…`` marking a cut;
+    a code span the cut opened is closed."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    cut = (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:")
+    if cut.count("`") % 2:
+        cut += "`"
+    return cut + "…"
+
+
+def _g(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "—"
+
+
+def headline_values(check: Mapping[str, Any]) -> str:
+    """The values of a result that carry a 95% interval, as ``key value [low, high]``; for
+    the regression check, its change against the baseline. Empty when it has neither."""
+    values = check.get("values") or {}
+    if check["name"] == "regression":
+        rel = values.get("rel_change")
+        if values.get("refused") and not values.get("forced"):
+            return "not compared (refused)"
+        if isinstance(rel, (int, float)):
+            return (f"{rel:+.2%} vs baseline ({_g(values.get('new'))} vs "
+                    f"{_g(values.get('baseline'))}; tolerance +{values.get('tolerance', 0):.2%})")
+        return ""
+    parts = [f"{k} {_g(v)} [{_g(values.get(f'{k}_ci95_low'))}, {_g(values.get(f'{k}_ci95_high'))}]"
+             for k, v in values.items()
+             if f"{k}_ci95_low" in values and f"{k}_ci95_high" in values]
+    return "; ".join(parts)
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """A short Markdown summary for a pull request or ``$GITHUB_STEP_SUMMARY``: overall
+    verdict and tally, one table row per check (status, name, value with its 95% interval or
+    the change against the baseline, the reason cut to one short line)."""
+    run = report.get("run") or {}
+    counts = report.get("tally") or {}
+    overall = report.get("overall", "SKIP")
+    lines = [f"### {STATUS_EMOJI[overall]} bankllm diagnostics: {overall} · run "
+             f"{_md_cell(str(run.get('run_name') or run.get('path') or '?'))}", "",
+             " · ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
+             + (" (--strict: WARN fails)" if report.get("strict") else ""), "",
+             "| status | check | value [95% interval] | reason |", "|---|---|---|---|"]
+    for c in report.get("checks", []):
+        lines.append(f"| {STATUS_EMOJI[c['status']]} {c['status']} | {_md_cell(c['name'])} | "
+                     f"{_md_cell(headline_values(c))} | {_md_cell(_shorten(c['reason']))} |")
+    regression = next((c for c in report.get("checks", []) if c["name"] == "regression"), None)
+    if regression is not None:
+        change = headline_values(regression) or regression["reason"]
+        lines += ["", f"**Val loss against the baseline:** {_md_cell(_shorten(change))}"]
+    lines += ["", "Full report: `diagnostics.html` next to `diagnostics.json` "
+              "(`bankllm report --format html` re-renders it)."]
+    return "\n".join(lines) + "\n"
 
 
 def load_report(path: str | Path, run: str | None = None) -> dict[str, Any]:
@@ -454,9 +610,11 @@ def _same_run(shown: str | None, wanted: str) -> bool:
 
 
 def cli_report(args: Any) -> int:
-    """``bankllm report``: re-render the terminal report from ``<report-dir>/diagnostics.json``
-    without recomputing anything. With ``--run X``, X must exist and be the run the report is
-    for; otherwise the error says how to diagnose X."""
+    """``bankllm report``: re-render the report from ``<report-dir>/diagnostics.json`` without
+    recomputing anything: ``--format text`` (default) the terminal report, ``markdown`` the
+    summary of :func:`render_markdown` on stdout, ``html`` rewrites the .html, .svg and charts.
+    With ``--run X``, X must exist and be the run the report is for; otherwise the error says
+    how to diagnose X."""
     wanted = getattr(args, "run", None)
     if wanted is not None and not Path(wanted).is_dir():
         raise BankLLMError(f"{wanted}: no such run directory; pass an existing run to --run, or "
@@ -467,6 +625,14 @@ def cli_report(args: Any) -> int:
     if wanted is not None and not _same_run(shown, wanted):
         raise BankLLMError(f"{path}: this report is for run {shown}, not {wanted}; run "
                            f"`pytest diagnostics --run {wanted}` to diagnose {wanted}")
+    fmt = getattr(args, "format", None) or "text"
+    if fmt == "markdown":
+        print(render_markdown(report), end="")
+        return 0
+    if fmt == "html":
+        for written in render_files(report, Path(args.report_dir)):
+            print(written)
+        return 0
     console = Console(highlight=False)
     console.print(Text(f"diagnostics report for run {shown} (from {path})", style="dim"))
     render(report, console)

@@ -70,7 +70,8 @@ def test_planted_fault_fails_the_session_and_writes_the_report(tmp_path):
     assert proc.returncode == 1, out + proc.stderr
     assert "FAIL overfitting" in out and "stop at epoch 5" in out and "1 PASS" in out
     assert sorted(p.name for p in reports.iterdir()) == [
-        "diagnostics.html", "diagnostics.json", "diagnostics.svg", "loss_curves.png"]
+        "diagnostics.html", "diagnostics.json", "diagnostics.svg", "loss_curves.png",
+        "overfitting_gap.png"]
     report = json.loads((reports / "diagnostics.json").read_text())
     assert {c["name"]: c["status"] for c in report["checks"]} == {
         "initial_loss": "PASS", "overfitting": "FAIL"}

@@ -82,11 +82,12 @@ def test_loss_chart_marks_phase_boundaries():
     assert "not enough" in rep.loss_chart([1], [1.0]).plain
 
 
-def test_write_report_writes_four_files_and_cli_rerenders(report_and_run, tmp_path, capsys):
+def test_write_report_writes_its_files_and_cli_rerenders(report_and_run, tmp_path, capsys):
     report, run_dir = report_and_run
     written = rep.write_report(report, tmp_path)
     assert sorted(p.name for p in written) == ["diagnostics.html", "diagnostics.json",
-                                               "diagnostics.svg", "loss_curves.png"]
+                                               "diagnostics.svg", "loss_curves.png",
+                                               "overfitting_gap.png"]
     assert (tmp_path / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "diagnostics.svg").read_text().lstrip().startswith("<svg")
     assert "Per-epoch losses" in (tmp_path / "diagnostics.html").read_text()
