@@ -73,12 +73,21 @@ def load_probes(directory: str | Path) -> Probes:
     return Probes(**loaded)
 
 
-def fit_probes(probes: Probes, train_intents: set[str]) -> tuple[Probes, dict[str, int]]:
-    """The probes whose intent the training split contains, and per kind how many were left
-    out (a model cannot answer with an intent it never saw, so those would only count as
-    misses). ``train_intents``: the intents of the run's training split."""
+def fit_probes(probes: Probes, train_intents: set[str],
+               train_entities: set[str] | None = None) -> tuple[Probes, dict[str, int]]:
+    """The probes that fit the run, and per kind how many were left out: a probe whose intent
+    the training split does not contain, and (with ``train_entities``) a DIR variant whose
+    entity it never names, since a model cannot answer about what it never saw; a DIR probe
+    left with fewer than two variants is no swap and is left out whole."""
     kept = {kind: [r for r in getattr(probes, kind) if r["intent"] in train_intents]
             for kind in PROBE_KINDS}
+    if train_entities is not None:
+        dirs = []
+        for rec in kept["dir"]:
+            variants = [v for v in rec["variants"] if v["entity"] in train_entities]
+            if len(variants) >= 2:
+                dirs.append({**rec, "variants": variants})
+        kept["dir"] = dirs
     left_out = {kind: len(getattr(probes, kind)) - len(kept[kind]) for kind in PROBE_KINDS}
     return Probes(**kept), left_out
 

@@ -281,6 +281,50 @@ def probes(pytestconfig: pytest.Config) -> Any:
     return load_probes(path) if path.is_dir() else None
 
 
+MIN_PROBE_FIT = 0.5  # a probe set of which less than half fits the run SKIPs its check
+
+
+@pytest.fixture(scope="session")
+def fitted_probes(probes: Any, split: Any) -> Any:
+    """``(probes that fit the run, {kind: left out})``, or None without probes: a probe whose
+    intent the train split lacks (when it has intent labels) or a DIR variant whose entity it
+    never names is left out (``bankllm.probes.fit_probes``)."""
+    from bankllm.probes import fit_probes
+    from bankllm.synth import mentioned_account_types
+
+    if probes is None:
+        return None
+    intents = {str(i) for c in split.train
+               for i in (c.get("intent"), *(m.get("intent") for m in c["messages"])) if i}
+    if not intents:  # no labels: only the entities can be checked
+        intents = {r["intent"] for kind in ("inv", "dir", "mft") for r in getattr(probes, kind)}
+    entities = {e for c in split.train for m in c["messages"]
+                for e in mentioned_account_types(m["content"])}
+    return fit_probes(probes, intents, entities)
+
+
+def probes_that_fit(config: pytest.Config, name: str, probes: Any, fitted: Any,
+                    kinds: Sequence[str], used: dict[str, Any]) -> tuple[Any, CheckResult | None,
+                                                                         str | None]:
+    """``(probes to score, a SKIP result or None, a note on what was left out or None)`` for
+    a probe check asking ``kinds``."""
+    if probes is None:
+        return None, no_probes_result(config, name, used), None
+    kept, left_out = fitted
+    total = sum(len(getattr(probes, k)) for k in kinds)
+    fit = sum(len(getattr(kept, k)) for k in kinds)
+    out = sum(left_out[k] for k in kinds)
+    if total and fit < MIN_PROBE_FIT * total:
+        return None, CheckResult(name, "SKIP", f"only {fit} of {total} {'/'.join(kinds).upper()} "
+                                 f"probes in {probes_dir(config)} fit this run (their intents or "
+                                 "entities are not in its training split): write probes for its "
+                                 "own intents and entities (docs/probes.md) and pass --probes DIR",
+                                 {"probes_left_out": out}, used), None
+    note = (f"{out} of {total} probes left out: their intent or entity is not in the training "
+            "split, so a miss would say nothing about the model") if out else None
+    return kept, None, note
+
+
 def no_probes_result(config: pytest.Config, name: str, used: dict[str, Any]) -> CheckResult:
     """The SKIP of a probe check whose ``--probes`` folder does not exist."""
     where = probes_dir(config)

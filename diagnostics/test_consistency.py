@@ -5,16 +5,22 @@ from __future__ import annotations
 
 from diagnostics.analyses._probes import probe_prompts
 from diagnostics.analyses.consistency import NAME, analyse_consistency, train_judge
-from diagnostics.plugin import no_probes_result
+from diagnostics.plugin import probes_that_fit
 
 
-def test_consistency(pytestconfig, bankllm_run, probes, probe_answers, thresholds, diagnose):
+def test_consistency(pytestconfig, bankllm_run, probes, fitted_probes, probe_answers, thresholds,
+                     diagnose):
     """Paraphrases answered with one intent; unseen phrasings answered with the right one."""
     run = bankllm_run
     used = thresholds.for_check(NAME)
-    if probes is None:
-        diagnose(no_probes_result(pytestconfig, NAME, used))
+    kept, skip, note = probes_that_fit(pytestconfig, NAME, probes, fitted_probes, ("inv", "mft"),
+                                       used)
+    if skip is not None:
+        diagnose(skip)
     judge = train_judge(run.split.train, run.split.val, seed=run.config.seed)
     usable = judge.accuracy is not None and judge.accuracy >= used["judge_min_accuracy"]
-    answers = probe_answers(probe_prompts(probes, ("inv", "mft"))) if usable else {}
-    diagnose(analyse_consistency(probes, answers, judge, used))
+    answers = probe_answers(probe_prompts(kept, ("inv", "mft"))) if usable else {}
+    result = analyse_consistency(kept, answers, judge, used)
+    if note:
+        result.details.setdefault("notes", []).append(note)
+    diagnose(result)
