@@ -25,6 +25,10 @@ from diagnostics.results import CheckResult, table
 
 NAME = "regression"
 ORDER = 90  # place in the report
+UNCHECKED_WHEN_SKIPPED = (
+    "whether val loss got worse than a known-good run (a silent regression from a code or data "
+    "change); add a baseline from a good run (`bankllm gate --run RUN --update`, committed) or "
+    "pass --baseline FILE")
 # the gate's tolerance is a command-line option (--tolerance), not a threshold
 DEFAULTS: dict[str, float] = {}
 DEFAULT_TOLERANCE = 0.02
