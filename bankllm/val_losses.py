@@ -23,39 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from bankllm.errors import BankLLMError
+from bankllm.evaluation import per_conversation_losses
 from bankllm.fileio import atomic_write_json, read_json
 
 VAL_LOSSES_FILE = "val_losses.json"
 PRECISION = "fp32"
-BATCH_SIZE = 32  # as bankllm.training.evaluate
-
-
-def conversation_losses(model: Any, corpus: Any, ids: list[str], pad_id: int,
-                        precision: str = PRECISION,
-                        batch_size: int = BATCH_SIZE) -> dict[str, tuple[float, int]]:
-    """``{id: (summed token loss, target tokens)}`` of each conversation of the encoded
-    ``corpus`` (``ids[i]`` names ``corpus``'s i-th conversation), batched as ``evaluate``."""
-    import torch.nn.functional as F
-
-    from bankllm.data import IGNORE_INDEX, collate
-    from bankllm.precision import inference
-
-    device = next(model.parameters()).device
-    order = sorted(range(len(corpus)), key=lambda i: corpus.lengths[i])
-    out: dict[str, tuple[float, int]] = {}
-    with inference(model, precision):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            x, y = collate(corpus, rows, pad_id)
-            x, y = x.to(device), y.to(device)
-            logits, _ = model(x)
-            loss = F.cross_entropy(logits.float().transpose(1, 2), y,
-                                   ignore_index=IGNORE_INDEX, reduction="none")
-            sums = loss.double().sum(dim=1).tolist()
-            counts = (y != IGNORE_INDEX).sum(dim=1).tolist()
-            for row, i in enumerate(rows):
-                out[ids[i]] = (float(sums[row]), int(counts[row]))
-    return out
 
 
 def _key(run_dir: Path, val_ids: list[str]) -> str:
@@ -93,7 +65,8 @@ def run_val_losses(run_dir: str | Path) -> dict[str, Any]:
     corpus = encode_corpus(run.split.val, run.tokenizer, run.config.block_size,
                            run.config.loss_on)
     ids = [str(c["id"]) for c in run.split.val]
-    losses = conversation_losses(model, corpus, ids, run.tokenizer.pad_id)
+    losses = dict(zip(ids, per_conversation_losses(model, corpus, run.tokenizer.pad_id,
+                                                   precision=PRECISION), strict=True))
     best = read_json(run_dir / ckpt.BEST_INFO, "best checkpoint record")
     result = {
         "precision": PRECISION,

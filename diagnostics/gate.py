@@ -1,4 +1,4 @@
-"""``bankllm gate``: the val-loss regression gate (design doc §8) against a committed baseline.
+"""``bankllm gate``: the val-loss regression gate against a committed baseline.
 
 Exit codes of :func:`cli_gate`: 0 the run passes (``rel <= tolerance``), 1 it regressed (or
 diverged), 2 unusable input: a missing or malformed baseline, a missing run, or a run that

@@ -43,7 +43,7 @@ from bankllm.fileio import (
     validate_json,
 )
 from diagnostics.analyses._common import finite
-from diagnostics.registry import CHECK_NAMES
+from diagnostics.registry import CHECK_NAMES, CHECKS
 from diagnostics.results import STATUSES, CheckResult, jsonable, tally, worst
 
 SCHEMA_VERSION = 1
@@ -100,11 +100,28 @@ def _order(result: CheckResult) -> tuple[int, str]:
     return (CHECK_NAMES.index(name) if name in CHECK_NAMES else len(CHECK_NAMES), name)
 
 
+def unchecked_by_skips(
+    results: Sequence[CheckResult], declared: Mapping[str, str] | None = None,
+) -> list[dict[str, str]]:
+    """``[{"check", "what"}]``: for each SKIPped check (once, in report order) whose module
+    declares ``UNCHECKED_WHEN_SKIPPED`` (``declared``: name -> sentence; default: the check
+    modules'), what kind of failure went unchecked and what the user would add."""
+    if declared is None:
+        declared = {m.NAME: m.UNCHECKED_WHEN_SKIPPED for m in CHECKS
+                    if getattr(m, "UNCHECKED_WHEN_SKIPPED", None)}
+    out: list[dict[str, str]] = []
+    for r in sorted(results, key=_order):
+        if r.status == "SKIP" and declared.get(r.name) and all(u["check"] != r.name for u in out):
+            out.append({"check": r.name, "what": declared[r.name]})
+    return out
+
+
 def build_report(
     results: Sequence[CheckResult], run: Mapping[str, Any], thresholds: Mapping[str, Any],
     strict: bool = False,
 ) -> dict[str, Any]:
-    """The JSON report: run summary, thresholds, results (sorted by CHECK_NAMES), tally."""
+    """The JSON report: run summary, thresholds, results (sorted by CHECK_NAMES), tally, and
+    what the SKIPped checks left unchecked (:func:`unchecked_by_skips`)."""
     ordered = sorted(results, key=_order)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -115,6 +132,7 @@ def build_report(
         "checks": [r.to_dict() for r in ordered],
         "tally": tally(ordered),
         "overall": worst(r.status for r in ordered),
+        "unchecked": unchecked_by_skips(ordered),
     }
 
 
@@ -311,6 +329,10 @@ def render(report: Mapping[str, Any], console: Console) -> None:
     console.rule("verdicts", align="left")
     console.print(_verdicts(report))
     console.print(_tally(report))
+    if report.get("unchecked"):  # what the SKIPs left unchecked, and what to add
+        console.print(Text("not checked (skipped):", style=STATUS_STYLE["SKIP"]))
+        for u in report["unchecked"]:
+            console.print(Text(f"  • {u['check']}: {u['what']}"))
 
 
 def render_text(report: Mapping[str, Any], width: int = 100, color: bool = True) -> str:

@@ -1,4 +1,4 @@
-"""§8 Val-loss regression: the run's best checkpoint against the committed baseline.
+"""Val-loss regression: the run's best checkpoint against the committed baseline.
 
 Same comparison as ``bankllm gate`` (diagnostics.gate): paired over the shared val
 conversations, FAIL when conclusively above max(tolerance, the baseline's seed spread), WARN
@@ -17,7 +17,7 @@ from diagnostics.gate import gate_result
 
 
 def test_regression(pytestconfig, run_path, diagnose):
-    """§8: FAIL if val loss rose conclusively beyond max(tolerance, seed spread)."""
+    """FAIL if val loss rose conclusively beyond max(tolerance, seed spread)."""
     baseline = Path(pytestconfig.getoption("bankllm_baseline"))
     if not baseline.is_absolute():
         baseline = pytestconfig.invocation_params.dir / baseline

@@ -20,7 +20,8 @@ def test_builtin_defaults_are_the_design_docs():
     assert (over["rel_gap_pass"], over["rel_gap_warn"], over["widen_slope"]) == (0.10, 0.25, 0.01)
     assert (over["min_delta"], over["patience"]) == (0.005, 2)
     phases = th.for_check("loss_phases")
-    assert (phases["max_phases"], phases["spike_factor"], phases["spike_window"]) == (4, 3.0, 20)
+    assert (phases["max_phases"], phases["spike_noise_k"], phases["spike_floor_nats"],
+            phases["spike_window"], phases["clip_share_warn"]) == (4, 6.0, 0.5, 20, 0.5)
     assert th.for_check("leakage") == {**DEFAULTS["early_stopping"], "near_ratio": 95,
                                        "max_exact": 0.05, "max_near": 0.05}
 

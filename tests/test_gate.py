@@ -1,4 +1,4 @@
-"""``bankllm gate`` (diagnostics.gate) and the §8 regression analysis.
+"""``bankllm gate`` (diagnostics.gate) and the regression analysis.
 
 One tiny real run is trained per module; each test copies it and doctors the copy's files
 (metrics.json, config.json, split.json) so that they still pass ``read_metrics``.

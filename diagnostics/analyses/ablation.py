@@ -23,6 +23,9 @@ from diagnostics.results import CheckResult, table
 
 NAME = "ablation"
 ORDER = 80  # place in the report
+UNCHECKED_WHEN_SKIPPED = (
+    "whether more data would still lower val loss (the data-scaling curve); let the run "
+    "complete and run the suite without --no-ablation")
 # rel_increase = (L50 - L100) / L100 of best val loss; PASS up to rel_pass, FAIL above
 # rel_warn
 DEFAULTS = {"rel_pass": 0.25, "rel_warn": 0.50}

@@ -23,6 +23,10 @@ from diagnostics.results import CheckResult, table, worst
 
 NAME = "consistency"
 ORDER = 60  # place in the report
+UNCHECKED_WHEN_SKIPPED = (
+    "whether paraphrased prompts get answers of one intent and unseen phrasings the right one "
+    "(prompt brittleness); add probe sets (`bankllm data synth --probes-dir DIR`, then --probes "
+    "DIR) and a corpus with intents the judge can learn")
 # INV/MFT judged by an intent classifier (SKIP below judge_min_accuracy on val);
 # PASS at the value, FAIL below it minus warn_margin
 DEFAULTS = {

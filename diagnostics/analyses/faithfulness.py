@@ -21,6 +21,10 @@ from diagnostics.results import CheckResult, table
 
 NAME = "faithfulness"
 ORDER = 70  # place in the report
+UNCHECKED_WHEN_SKIPPED = (
+    "whether answers carry the customer's own entities (account, amount) rather than memorized "
+    "ones; add DIR (entity swap) probes (`bankllm data synth --probes-dir DIR`, then --probes "
+    "DIR)")
 # share of entity-swapped requests answered about exactly the requested entity: PASS at
 # faithfulness_pass, FAIL below it minus warn_margin
 DEFAULTS = {"faithfulness_pass": 0.90, "warn_margin": 0.15}

@@ -1,4 +1,11 @@
-"""§2 Loss phases: change points of log(step loss), epoch shares, plateau, divergence."""
+"""Loss phases: change points of log(step loss), epoch shares, plateau, divergence, clipping.
+
+Divergence is judged on the run's own scale: a spike is a step whose log loss rises over the
+median of the previous ``spike_window`` steps by more than ``spike_noise_k`` robust standard
+deviations of the run's step-to-step log-loss changes *and* by more than ``spike_floor_nats``
+nats, so noise at a near-zero loss (0.12 -> 0.37) is no divergence. A learning rate too high to
+spike shows as most optimizer steps clipped (``grad_norm`` above the run's ``grad_clip``).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +23,23 @@ ORDER = 20  # place in the report
 # change points of log(step loss); divergence = a spike over the rolling median
 DEFAULTS = {
     "max_phases": 4,
-    "spike_factor": 3.0,
+    # a spike: log loss above the median of the previous spike_window steps by more than
+    # spike_noise_k x the robust sd (1.4826 x MAD) of the run's step-to-step log-loss changes
+    # (6 sd: under Gaussian noise about one false alarm in 10^9 steps; batch-order noise is
+    # heavier-tailed, hence not 3) ...
+    "spike_noise_k": 6.0,
+    # ... and by more than spike_floor_nats nats: a near-zero loss doubling (0.12 -> 0.37) is
+    # noise, while a real blow-up moves the loss by nats (the chapter's initial loss is ln V)
+    "spike_floor_nats": 0.5,
     "spike_window": 20,
+    # WARN when more than this share of the optimizer steps were clipped hard: the clip then
+    # sets the step size, a sign of a learning rate too high (most steps clipped) ...
+    "clip_share_warn": 0.5,
+    # ... where "hard" is a pre-clip grad_norm above clip_norm_factor x grad_clip (the clip
+    # more than halved the update). Not 1: tiny fp32 runs on the bundled corpus had 80-100 %
+    # of their steps just above grad_clip 1.0 (median norm 1.0-1.6) at lr 3e-3 and 1e-5
+    # alike, but 2 % above 2.0; set 1 to count every clipped step
+    "clip_norm_factor": 2.0,
     "plateau_rate": 0.02,  # a phase losing < 2 % of its loss per epoch is a plateau
     "rapid_ratio": 0.5,  # slope >= 0.5 x the steepest phase's: "rapid drop"
     "learning_ratio": 0.15,  # >= 0.15 x: "domain learning"; below: "refinement"
@@ -115,28 +137,58 @@ def _phases(
     return phases
 
 
-def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, float]) -> list:
-    """Steps after warm-up whose loss exceeds ``spike_factor`` x the median of the previous
-    ``spike_window`` finite step losses."""
-    fin = [s for s in steps if finite(s.get("loss"))]
-    window, factor = int(th["spike_window"]), float(th["spike_factor"])
+def log_noise(steps: Sequence[Mapping[str, Any]]) -> float:
+    """Robust sd (1.4826 x MAD) of the step-to-step changes of log(step loss) over the finite,
+    positive step losses; 0 with fewer than 3 of them."""
+    losses = np.array([s["loss"] for s in steps if finite(s.get("loss")) and s["loss"] > 0])
+    if len(losses) < 3:
+        return 0.0
+    d = np.diff(np.log(losses))
+    return float(1.4826 * np.median(np.abs(d - np.median(d))))
+
+
+def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, float],
+            noise: float) -> list:
+    """Steps after warm-up whose log loss exceeds the log of the median of the previous
+    ``spike_window`` finite step losses by more than ``spike_noise_k`` x ``noise`` and whose
+    loss exceeds that median by more than ``spike_floor_nats``."""
+    fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
+    window = int(th["spike_window"])
     if len(fin) <= window:
         return []
     losses = np.array([s["loss"] for s in fin], dtype=float)
     med = np.median(np.lib.stride_tricks.sliding_window_view(losses, window)[:-1], axis=1)
+    k, floor = float(th["spike_noise_k"]), float(th["spike_floor_nats"])
     out = []
     for j, m in zip(range(window, len(fin)), med, strict=True):
-        if fin[j]["step"] > warmup and losses[j] > factor * m:
-            out.append((fin[j]["step"], fin[j]["epoch"], float(losses[j]), float(m)))
+        jump = math.log(losses[j] / m)
+        if fin[j]["step"] > warmup and jump > k * noise and losses[j] - m > floor:
+            out.append((fin[j]["step"], fin[j]["epoch"], float(losses[j]), float(m),
+                        jump / noise if noise > 0 else math.inf))
     return out
 
 
-def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, float]) -> CheckResult:
+def clip_share(steps: Sequence[Mapping[str, Any]], grad_clip: float | None, factor: float = 1.0
+               ) -> tuple[int, int] | None:
+    """``(clipped, counted)``: optimizer steps whose logged pre-clip ``grad_norm`` exceeded
+    ``factor`` x ``grad_clip``, out of those with a finite one; None without clipping
+    (``grad_clip`` None or <= 0)."""
+    if not finite(grad_clip) or grad_clip <= 0:
+        return None
+    norms = [s["grad_norm"] for s in steps if finite(s.get("grad_norm"))]
+    return sum(n > factor * grad_clip for n in norms), len(norms)
+
+
+def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, float],
+                        grad_clip: float | None = None) -> CheckResult:
     """Phases of the step-loss curve, per-epoch shares of the loss reduction, plateau epoch
-    (EarlyStopping on val loss) and divergence. ``metrics``: a run's metrics.json.
-    ``thresholds``: ``loss_phases`` keys plus ``min_delta``/``patience``."""
+    (EarlyStopping on val loss), divergence and the share of clipped steps. ``metrics``: a
+    run's metrics.json. ``thresholds``: ``loss_phases`` keys plus ``min_delta``/``patience``.
+    ``grad_clip``: the run's clipping norm (config; ``metrics["grad_clip"]`` wins if present;
+    None or 0: no clipping, the share is not judged)."""
     th = thresholds
-    used = {k: th[k] for k in ("max_phases", "spike_factor", "spike_window", "plateau_rate",
+    used = {k: th[k] for k in ("max_phases", "spike_noise_k", "spike_floor_nats", "spike_window",
+                               "clip_share_warn", "clip_norm_factor", "plateau_rate",
                                "min_delta", "patience")}
     steps = sorted(metrics.get("steps") or [], key=lambda s: s["step"])
     epochs = epoch_rows(metrics)
@@ -146,13 +198,37 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     # divergence
     bad = [s for s in steps if not finite(s.get("loss"))]
     events = [e for e in metrics.get("events") or [] if e.get("kind") == "nonfinite"]
-    spikes = _spikes(steps, int(metrics.get("warmup_steps") or 0), th)
+    noise = log_noise(steps)
+    spikes = _spikes(steps, int(metrics.get("warmup_steps") or 0), th, noise)
     values.update(nonfinite_steps=len(bad), nonfinite_events=len(events), spikes=len(spikes),
-                  run_status=metrics.get("status"))
+                  log_loss_noise=noise, run_status=metrics.get("status"))
     if spikes:
         details["tables"].append(table(
-            "Loss spikes", ["step", "epoch", "loss", "median of previous", "ratio"],
-            [(s, e, v, m, v / m) for s, e, v, m in spikes[:20]], ["FAIL"] * min(20, len(spikes))))
+            "Loss spikes", ["step", "epoch", "loss", "median of previous", "jump (nats)",
+                            "jump / noise (log)"],
+            [(s, e, v, m, v - m, z) for s, e, v, m, z in spikes[:20]],
+            ["FAIL"] * min(20, len(spikes))))
+
+    # clipping: a learning rate too high to spike still has most steps clipped
+    clip, factor = metrics.get("grad_clip", grad_clip), float(th["clip_norm_factor"])
+    clipped = clip_share(steps, clip, factor)
+    clip_warning = None
+    if clipped is None:
+        details["notes"].append("no grad_clip known (or clipping off): clipped share not judged")
+    elif clipped[1]:
+        share = clipped[0] / clipped[1]
+        any_clip = clip_share(steps, clip)
+        values.update(grad_clip=clip, clipped_steps=clipped[0], clip_share=share,
+                      clip_share_any=any_clip[0] / any_clip[1] if any_clip else None)
+        details["notes"].append(
+            f"{values['clip_share_any']:.0%} of {clipped[1]} steps had grad_norm above grad_clip "
+            f"{clip:g}, {share:.0%} above {factor:g}x it (judged)")
+        if share > th["clip_share_warn"]:
+            hard = f"{factor:g}x " if factor != 1 else ""
+            clip_warning = (f"{share:.0%} of {clipped[1]} optimizer steps clipped (grad_norm "
+                            f"above {hard}grad_clip {clip:g}; more than "
+                            f"{th['clip_share_warn']:.0%}): the learning rate is probably too "
+                            "high; lower lr")
 
     # phases
     fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
@@ -208,15 +284,19 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
             what = f"non-finite loss at step {where[0][0]} (epoch {where[0][1]})"
             what += f" and {len(where) - 1} more steps" if len(where) > 1 else ""
         elif spikes:
-            s, e, v, m = spikes[0]
-            what = (f"step {s} (epoch {e}) loss {v:.3g} is {v / m:.1f}× the median {m:.3g} of the "
-                    f"previous {int(th['spike_window'])} steps")
+            s, e, v, m, z = spikes[0]
+            what = (f"step {s} (epoch {e}) loss {v:.3g} is {v - m:+.3g} nats over the median "
+                    f"{m:.3g} of the previous {int(th['spike_window'])} steps ({z:.0f}× the "
+                    "run's step-to-step noise of log loss)")
             what += f" ({len(spikes) - 1} more spikes)" if len(spikes) > 1 else ""
         else:
             what = "the trainer marked the run as diverged"
         reason = f"divergence: {what}; lower lr, add warmup_steps, keep grad_clip on or use fp32"
         return CheckResult(NAME, "FAIL", reason, values, used, details)
     if stop is None:
+        if clip_warning:
+            return CheckResult(NAME, "WARN", f"{clip_warning}; no completed epoch with a val "
+                               "loss", values, used, details)
         return CheckResult(NAME, "SKIP", "no completed epoch with a val loss: nothing to judge "
                            "(run interrupted before its first epoch ended?)", values, used, details)
     share = values.get("epoch_share_target")
@@ -228,8 +308,12 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         reason = (f"still improving: val loss {window[1]:.4g} → {last[1]:.4g} over epochs "
                   f"{window[0]}-{last[0]} (EarlyStopping min_delta {th['min_delta']:g}, patience "
                   f"{int(th['patience'])} never triggered); train more epochs{tail}")
+        if clip_warning:
+            reason = f"{clip_warning}; {reason}"
         return CheckResult(NAME, "WARN", reason, values, used, details)
     reason = (f"val loss plateaued after epoch {stop.plateau_epoch} (best {stop.best_value:.4g}; "
               f"< {th['min_delta']:g} better for {int(th['patience'])} epochs): recommended stop "
               f"epoch {stop.plateau_epoch}; {values.get('n_phases', 0)} phases{tail}")
+    if clip_warning:
+        return CheckResult(NAME, "WARN", f"{clip_warning}; {reason}", values, used, details)
     return CheckResult(NAME, "PASS", reason, values, used, details)

@@ -1,4 +1,4 @@
-"""§8 Val-loss regression gate: a run's best checkpoint against the committed baseline's.
+"""Val-loss regression gate: a run's best checkpoint against the committed baseline's.
 
 The comparison is **paired** on the shared val set: ``rel = sum(new) / sum(base) - 1`` over the
 summed token losses of the val conversations both hold (``per_conversation``, the best
@@ -19,8 +19,8 @@ that). What decides whether the two can be compared at all:
 
 * refused (SKIP, ``values["refused"]`` names them; the CLI exits 2) unless forced:
   ``data_sha256`` (another corpus), ``eval_hash`` (another val set, vocabulary or ``loss_on``:
-  val loss then measures another quantity), ``model_hash`` (another model; the design doc's
-  "model config"), and a run that has not finished;
+  val loss then measures another quantity), ``model_hash`` (another model), and a run that
+  has not finished;
 * informational: the recipe (lr, epochs, weight decay, ...): judging a recipe change is what
   the gate is for, so refusing on it would refuse exactly the runs it exists to stop; the
   training seed (``seed``, not part of the recipe: its effect is what the seed spread
@@ -40,6 +40,10 @@ from diagnostics.results import CheckResult, table
 
 NAME = "regression"
 ORDER = 90  # place in the report
+UNCHECKED_WHEN_SKIPPED = (
+    "whether val loss got worse than a known-good run (a silent regression from a code or data "
+    "change); add a baseline from a good run (`bankllm gate --run RUN --update`, committed) or "
+    "pass --baseline FILE")
 # the gate's tolerance is a command-line option (--tolerance), not a threshold
 DEFAULTS: dict[str, float] = {}
 DEFAULT_TOLERANCE = 0.02

@@ -1,0 +1,50 @@
+"""Scoring a model on an encoded corpus, one total per conversation.
+
+The trainer's val loss is the mean token loss over all target tokens of the val set; the
+diagnostics (the n-gram baselines, the paired regression gate) need the same loss split by
+conversation, so that intervals can resample whole conversations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bankllm.data import IGNORE_INDEX, EncodedCorpus, collate
+from bankllm.precision import inference
+
+
+def per_conversation_losses(
+    model: torch.nn.Module,
+    corpus: EncodedCorpus,
+    pad_id: int,
+    precision: str = "fp32",
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+) -> list[tuple[float, int]]:
+    """``(summed token loss in nats, target tokens)`` of each conversation of ``corpus``, in
+    corpus order, scored in eval mode (dropout off; the model's mode is restored) without
+    autograd, on ``device`` (default: the model's). Targets are exactly those of the trainer's
+    loss (:func:`~bankllm.data.collate`: ``loss_on`` mask, truncation to ``block_size``), so
+    ``sum(losses) / sum(tokens)`` is the trainer's val loss. A conversation without target
+    tokens gives ``(0.0, 0)``. ``model(x)`` must return ``(logits, ...)`` of shape (B, T, V).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(corpus)
+    # similar lengths together: little padding (right padding never changes a causal loss)
+    order = sorted(range(len(corpus)), key=lambda i: corpus.lengths[i])
+    with inference(model, precision):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            x, y = collate(corpus, batch, pad_id)
+            x, y = x.to(device), y.to(device)
+            logits = model(x)[0].float()
+            loss = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE_INDEX,
+                                   reduction="none")  # (B, T), 0 where ignored
+            sums = loss.double().sum(dim=1).tolist()
+            counts = (y != IGNORE_INDEX).sum(dim=1).tolist()
+            for i, s, n in zip(batch, sums, counts, strict=True):
+                out[i] = (float(s), int(n))
+    return out
