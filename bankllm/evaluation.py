@@ -48,3 +48,33 @@ def per_conversation_losses(
             for i, s, n in zip(batch, sums, counts, strict=True):
                 out[i] = (float(s), int(n))
     return out
+
+
+def next_token_probs(
+    model: torch.nn.Module,
+    sequences: list[list[int]],
+    pad_id: int,
+    precision: str = "fp32",
+    batch_size: int = 64,
+) -> list[list[float]]:
+    """The model's next-token distribution after each of ``sequences`` (eval mode, no
+    autograd; right-padded batches, so padding never changes a causal prediction). A sequence
+    longer than ``block_size`` keeps its last ``block_size`` tokens."""
+    block = model.config.block_size
+    seqs = [list(s[-block:]) for s in sequences]
+    out: list[list[float]] = [[] for _ in seqs]
+    device = next(model.parameters()).device
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    with inference(model, precision):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(seqs[i]) for i in batch)
+            x = torch.full((len(batch), width), pad_id, dtype=torch.long, device=device)
+            for r, i in enumerate(batch):
+                x[r, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
+            logits = model(x)[0].float()
+            last = torch.tensor([len(seqs[i]) - 1 for i in batch], device=device)
+            probs = torch.softmax(logits[torch.arange(len(batch), device=device), last], dim=-1)
+            for r, i in enumerate(batch):
+                out[i] = probs[r].tolist()
+    return out

@@ -21,7 +21,7 @@ from diagnostics.analyses.consistency import (
     labelled_agent_turns,
     train_judge,
 )
-from diagnostics.analyses.faithfulness import analyse_faithfulness
+from diagnostics.analyses.faithfulness import analyse_faithfulness, entity_decision_points
 from diagnostics.thresholds import Thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,5 +190,52 @@ def test_a_verdict_inside_its_interval_of_doubt_says_so(setup):
     assert spans, v  # the planted case sits near a line
     oracle_result = analyse_consistency(
         probes, collect_responses(probe_prompts(probes), oracle(split, probes)), judge, TH)
-    assert "do not settle the verdict" not in oracle_result.reason
-    assert oracle_result.values["consistency_ci95_low"] == 1.0
+    assert "inconclusive" not in oracle_result.reason
+    assert oracle_result.values["consistency_ci95_low"] > TH["consistency_pass"]  # settled
+    assert oracle_result.values["consistency_ci95_high"] == 1.0
+
+
+def _split_model_probs(probes: Probes, answers: dict[str, str], intent: str,
+                       p_split: float, p_other: float = 0.99) -> dict[str, float]:
+    """Probability of the requested entity: ``p_split`` on ``intent``'s probes (a model torn
+    between two accounts), ``p_other`` elsewhere."""
+    return {prompt: p_split if any(r["intent"] == intent and prompt in
+                                   [v["prompt"] for v in r["variants"]] for r in probes.dir)
+            else p_other for prompt, *_ in entity_decision_points(probes, answers)}
+
+
+def test_a_model_split_between_accounts_fails_by_probability_though_greedy_is_right(setup):
+    split, probes, _ = setup
+    answers = collect_responses(probe_prompts(probes), oracle(split, probes))
+    greedy_only = analyse_faithfulness(probes, answers, TH_DIR)
+    assert greedy_only.status == "PASS"  # every greedy answer names the right account
+    probs = _split_model_probs(probes, answers, "check_balance", 0.4)
+    result = analyse_faithfulness(probes, answers, TH_DIR, entity_probs=probs)
+    per_intent = result.values["entity_probability_per_intent"]
+    assert per_intent["check_balance"]["status"] == "FAIL"
+    assert per_intent["check_balance"]["entity_probability_ci95_high"] < 0.75
+    assert result.status == "FAIL" and "check_balance" in result.reason
+
+
+def test_a_confident_model_passes_by_probability_and_a_small_torn_sample_only_warns(setup):
+    split, probes, _ = setup
+    answers = collect_responses(probe_prompts(probes), oracle(split, probes))
+    sure = analyse_faithfulness(probes, answers, TH_DIR,
+                                entity_probs=_split_model_probs(probes, answers, "x", 0.0))
+    assert sure.status == "PASS" and sure.values["entity_probability"] > 0.98
+    few = Probes(inv=[], dir=probes.dir[:2], mft=[])
+    torn = analyse_faithfulness(few, answers, TH_DIR,
+                                entity_probs={p: 0.7 for p, *_ in
+                                              entity_decision_points(few, answers)})
+    assert torn.status == "WARN", torn.reason
+
+
+def test_entity_decision_points_stop_before_the_first_entity_word(setup):
+    split, probes, _ = setup
+    answers = collect_responses(probe_prompts(probes), oracle(split, probes))
+    points = entity_decision_points(probes, answers)
+    assert points
+    for prompt, before, entities, requested in points:
+        assert requested in entities and len(entities) >= 2
+        assert not set(before) & {"checking", "savings", "credit"}
+        assert answers[prompt].split()[len(before)] in {"checking", "savings", "credit"}

@@ -80,3 +80,21 @@ def test_training_mode_dropout_changes_the_loss_and_eval_mode_is_deterministic()
     assert model(idx, idx)[1].item() != model(idx, idx)[1].item()
     model.eval()
     assert model(idx, idx)[1].item() == model(idx, idx)[1].item()
+
+
+def test_next_token_probs_are_the_softmax_of_the_last_position_whatever_the_padding():
+    import torch
+
+    from bankllm.evaluation import next_token_probs
+    from bankllm.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=8,
+                          dropout=0.0)).eval()
+    seqs = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [2]]
+    got = next_token_probs(model, seqs, pad_id=0, batch_size=2)
+    for seq, dist in zip(seqs, got, strict=True):
+        with torch.no_grad():
+            want = torch.softmax(model(torch.tensor([seq]))[0][0, -1].float(), dim=-1)
+        assert torch.allclose(torch.tensor(dist), want, atol=1e-6)
+        assert abs(sum(dist) - 1) < 1e-5

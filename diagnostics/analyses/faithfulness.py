@@ -17,7 +17,7 @@ from typing import Any
 from bankllm.synth import mentioned_account_types
 from diagnostics.analyses._probes import MAX_ROWS, clip_answer
 from diagnostics.decision import decide, rate
-from diagnostics.results import CheckResult, table
+from diagnostics.results import CheckResult, table, worst
 
 NAME = "faithfulness"
 ORDER = 70  # place in the report
@@ -34,13 +34,39 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
+ENTITY_WORDS = {"checking": "checking", "savings": "savings", "credit card": "credit"}
+"""The word that opens each entity's name in an answer: where the answer commits to one."""
+
+
+def entity_decision_points(probes: Any, responses: Mapping[str, str]
+                           ) -> list[tuple[str, list[str], list[str], str]]:
+    """For each DIR variant whose answer names an entity: ``(prompt, the answer's words before
+    its first entity word, the probe's entities, the requested entity)``. Scoring the model's
+    next-token distribution after that prefix shows how sure it was of the entity it named."""
+    points = []
+    words = set(ENTITY_WORDS.values())
+    for rec in probes.dir:
+        entities = [v["entity"] for v in rec["variants"]]
+        for var in rec["variants"]:
+            said = responses[var["prompt"]].split()
+            first = next((i for i, w in enumerate(said) if w in words), None)
+            if first is not None:
+                points.append((var["prompt"], said[:first], entities, var["entity"]))
+    return points
+
+
 def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
-                         thresholds: Mapping[str, float]) -> CheckResult:
+                         thresholds: Mapping[str, float],
+                         entity_probs: Mapping[str, float] | None = None) -> CheckResult:
     """DIR verdict. ``faithfulness`` = share of faithful answers over all variants, with its
     interval over probes; the same per intent (``per_intent``) and per requested entity. The
     pooled estimate decides PASS / WARN / FAIL by the shared rule; an intent whose own interval
     lies wholly below ``faithfulness_pass - warn_margin`` makes it FAIL (an inconclusive small
-    intent does not make it WARN)."""
+    intent does not make it WARN). ``entity_probs``: per variant prompt, the model's
+    probability of the requested entity among the probe's entities where its answer names one
+    (:func:`entity_decision_points`); its mean is judged on the same lines, pooled and per
+    intent, so a model split between two answers is seen even where greedy decoding picks the
+    right one."""
     th = {k: float(thresholds[k]) for k in ("faithfulness_pass", "warn_margin")}
     lines = {"pass_line": th["faithfulness_pass"],
              "fail_line": th["faithfulness_pass"] - th["warn_margin"]}
@@ -86,23 +112,46 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
                               "status": intent_verdicts[name].status}
                        for name, est in intents.items()},
     }
+    prob_verdict, prob_intents = _probability_verdicts(probes, entity_probs or {}, lines)
     failing = [k for k, v in intent_verdicts.items() if v.status == "FAIL"]
+    failing += [k for k, (_, v) in prob_intents.items() if v.status == "FAIL"]
     status = "FAIL" if failing else pooled_verdict.status
+    if prob_verdict is not None:
+        status = worst([status, prob_verdict[1].status])
     reason = f"{faithful}/{n} entity-swapped requests answered about the requested account: " \
              f"{pooled_verdict.reason}"
     worst_intent = min(intents, key=lambda k: intents[k].value)
     if failing or status != "PASS":
         reason += f"; worst intent {worst_intent}: {intent_verdicts[worst_intent].reason}"
+    if prob_verdict is not None:
+        reason += (f"; probability of the requested entity where the answer names one "
+                   f"{prob_verdict[1].reason}")
+        weakest = min(prob_intents, key=lambda k: prob_intents[k][0].value)
+        if prob_intents[weakest][1].status == "FAIL":
+            reason += f"; for {weakest}: {prob_intents[weakest][1].reason}"
     if status == "FAIL":
         reason += (f"; {swapped} answers name another account instead — the model ignores the "
                    "entity the customer asked about")
+    decisions = {"faithfulness": pooled_verdict.rule}
+    if prob_verdict is not None:
+        values.update(prob_verdict[0].values("entity_probability"))
+        values["entity_probability_per_intent"] = {
+            k: {**est.values("entity_probability"), "status": v.status}
+            for k, (est, v) in prob_intents.items()}
+        decisions["entity_probability"] = prob_verdict[1].rule
     details: dict[str, Any] = {"failures": failures, "tables": [], "notes": [],
-                               "decisions": {"faithfulness": pooled_verdict.rule}}
+                               "decisions": decisions}
     details["tables"].append(table(
         "faithfulness per intent", ["intent", "share", "95% interval", "probes", "verdict"],
         [(k, _pct(e.value), f"{_pct(e.low)} - {_pct(e.high)}", e.n, intent_verdicts[k].status)
          for k, e in intents.items()],
         [v.status for v in intent_verdicts.values()]))
+    if prob_intents:
+        details["tables"].append(table(
+            "probability of the requested entity, per intent",
+            ["intent", "mean probability", "95% interval", "probes", "verdict"],
+            [(k, _pct(e.value), f"{_pct(e.low)} - {_pct(e.high)}", e.n, v.status)
+             for k, (e, v) in prob_intents.items()], [v.status for _, v in prob_intents.values()]))
     details["tables"].append(table(
         "faithfulness per requested account", ["account", "faithful", "of", "share"],
         [(e, h, t, f"{h / t:.1%}") for e, (h, t) in per_entity.items()]))
@@ -118,3 +167,26 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     details["notes"].append(f"smallest effect the pooled sample decides: ±{pooled.mde:.1%} "
                             f"({pooled.n} DIR probes)")
     return CheckResult(NAME, status, reason, values, th, details)
+
+
+def _probability_verdicts(probes: Any, entity_probs: Mapping[str, float],
+                          lines: Mapping[str, float]) -> tuple[Any, dict[str, Any]]:
+    """``((pooled estimate, verdict) or None, {intent: (estimate, verdict)})`` of the mean
+    probability of the requested entity, clusters = DIR probes."""
+    pooled: tuple[list[float], list[int]] = ([], [])
+    by_intent: dict[str, tuple[list[float], list[int]]] = {}
+    for rec in probes.dir:
+        got = [entity_probs[v["prompt"]] for v in rec["variants"] if v["prompt"] in entity_probs]
+        if not got:
+            continue
+        for sums in (pooled, by_intent.setdefault(rec["intent"], ([], []))):
+            sums[0].append(sum(got))
+            sums[1].append(len(got))
+    if not pooled[1]:
+        return None, {}
+
+    def judged(hits: list[float], counts: list[int]) -> tuple[Any, Any]:
+        est = rate(hits, counts, "DIR probes")
+        return est, decide(est, higher_is_better=True, fmt=_pct, **lines)
+
+    return judged(*pooled), {k: judged(*v) for k, v in sorted(by_intent.items())}
