@@ -413,9 +413,85 @@ def plot_scaling_curve(result: Mapping[str, Any], path: Path) -> Path | None:
     return Path(path)
 
 
+def plot_canary_exposure(result: Mapping[str, Any], path: Path) -> Path | None:
+    """canary_exposure.png: each canary's exposure (bits) against its repetitions, the mean
+    per repetition count, the maximum log2 |space|, extracted canaries marked; None (nothing
+    written) when the privacy result has no canaries."""
+    values = result.get("values", {})
+    per = [p for p in values.get("canaries") or [] if finite(p.get("exposure"))]
+    if not per:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for hit, style, label in ((False, dict(marker="o", color="tab:blue"), "canary"),
+                              (True, dict(marker="X", color="tab:red", ms=9),
+                               "canary extracted by greedy decoding")):
+        pts = [(p["repetitions"], p["exposure"]) for p in per if bool(p.get("extracted")) == hit]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), ls="", alpha=0.8, label=label, **style)
+    rows = sorted(values.get("exposure_by_repetitions") or [], key=lambda r: r["repetitions"])
+    if rows:
+        ax.plot([r["repetitions"] for r in rows], [r["mean"] for r in rows], "-", color="0.4",
+                label="mean per repetition count")
+    top = values.get("log2_space")
+    if finite(top):
+        ax.axhline(top, color="tab:red", ls=":", lw=1, label=f"log2 |space| = {top:.1f} bits")
+    reps = sorted({p["repetitions"] for p in per})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(reps, [str(r) for r in reps])
+    ax.set_xlabel("times the secret is in the train set (log scale)")
+    ax.set_ylabel("exposure (bits)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("canary exposure (Secret Sharer): higher = more memorized")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    atomic_write_png(path, fig)
+    return Path(path)
+
+
+def plot_membership_roc(result: Mapping[str, Any], path: Path) -> Path | None:
+    """membership_roc.png: the ROC curve of the loss-based membership-inference attack (the
+    privacy result's downsampled ``roc``) against chance, log-log and linear; None when the
+    result has none."""
+    values = result.get("values", {})
+    roc = values.get("roc") or {}
+    if not roc.get("fpr"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr = np.asarray(roc["fpr"], dtype=float), np.asarray(roc["tpr"], dtype=float)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=110)
+    auc = values.get("auc")
+    label = f"attack (AUC {auc:.3f})" if finite(auc) else "attack"
+    for ax, log in zip(axes, (False, True), strict=True):
+        ax.plot(fpr, tpr, "-", color="tab:blue", label=label)
+        ax.plot([0, 1], [0, 1], "--", color="0.6", label="chance")
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(1e-3, 1)
+            ax.set_ylim(1e-3, 1)
+        ax.set_xlabel("false positive rate (val flagged as member)")
+        ax.set_ylabel("true positive rate (train flagged)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_title("membership inference ROC")
+    axes[1].set_title("low-FPR region (log-log)")
+    atomic_write_png(path, fig)
+    return Path(path)
+
+
 def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path]:
-    """Validate and write diagnostics.json/.svg/.html, loss_curves.png and (with an ablation of
-    2+ data sizes) scaling_curve.png; return the paths."""
+    """Validate and write diagnostics.json/.svg/.html, loss_curves.png, (with an ablation of
+    2+ data sizes) scaling_curve.png and (with a privacy result) canary_exposure.png and
+    membership_roc.png; return the paths."""
     out = Path(report_dir)
     validate_report(report, str(out / REPORT_JSON))
     written = [atomic_write_json(out / REPORT_JSON, report)]
@@ -433,6 +509,11 @@ def write_report(report: Mapping[str, Any], report_dir: str | Path) -> list[Path
             png = plot_scaling_curve(check, out / "scaling_curve.png")
             if png is not None:
                 written.append(png)
+        if check["name"] == "privacy":
+            for png in (plot_canary_exposure(check, out / "canary_exposure.png"),
+                        plot_membership_roc(check, out / "membership_roc.png")):
+                if png is not None:
+                    written.append(png)
     return written
 
 
