@@ -46,9 +46,11 @@ DEFAULTS = {
     # ranking guesses by the model's likelihood needs about sqrt(|space|) of them (10^5 for
     # 10-digit account numbers), a feasible search
     "exposure_warn_fraction": 0.5,
-    # cost: candidates scored per canary (20 canaries x 1000 x ~21 tokens is ~420k tokens) and
-    # train members scored per val conversation (non-members are the val set)
-    "n_candidates": 1000,
+    # cost: candidates scored per canary. 20 canaries x 500 x 22 tokens is 220k tokens, about
+    # 8e12 FLOPs on the default model (~15 s on a fast CPU); beyond log2(500) = 9 bits the rank
+    # is extrapolated by the fit anyway. Train members scored per val conversation (the
+    # non-members are the val set)
+    "n_candidates": 500,
     "members_per_val": 4,
     "fpr": 0.01,  # the false-positive rate TPR is read at
 }
