@@ -11,6 +11,7 @@
                          plain tensors and Python values, loaded with weights_only=True
     metrics.json         per-step and per-epoch metrics (schemas/metrics.schema.json)
     metrics.csv          the same, one row per optimizer step
+    canaries.json        with canaries > 0: the secrets added to the train batches
 
 Every file is written atomically; loading never unpickles arbitrary objects.
 """

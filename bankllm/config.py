@@ -38,6 +38,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     loss_on: str = "all"  # "all" tokens (the chapter) or "agent" tokens only
     min_freq: int = 1  # tokenizer: words seen fewer times in train become <unk>
+    canaries: int = 0  # synthetic secrets added to the train batches (bankllm.canaries)
     # optimisation
     epochs: int = 10
     batch_size: int = 32  # sequences per optimizer step: this defines the recipe
@@ -89,6 +90,7 @@ class TrainConfig:
             (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"),
             (self.loss_on in ("all", "agent"), "loss_on must be 'all' or 'agent'"),
             (self.min_freq >= 1, "min_freq must be >= 1"),
+            (0 <= self.canaries <= 1000, "canaries must be in [0, 1000]"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.micro_batch_size >= 0, "micro_batch_size must be >= 0 (0: auto)"),

@@ -34,6 +34,7 @@ import torch
 
 from bankllm import checkpoints as ckpt
 from bankllm import distributed
+from bankllm.canaries import add_canaries
 from bankllm.config import TrainConfig, load_config
 from bankllm.data import (
     EncodedCorpus,
@@ -310,7 +311,9 @@ class Trainer:
             )
         enc = lambda convs: encode_corpus(convs, self.tokenizer, cfg.block_size, cfg.loss_on)  # noqa: E731
         self.train_data, self.val_data, self.train_eval_data = (
-            enc(self.split.train),
+            # the train batches: the train split plus any canaries (bankllm.canaries)
+            enc(add_canaries(self.split.train, self.tokenizer, cfg.canaries, cfg.seed,
+                             self.run_dir, resume, write=self.ctx.is_main)),
             enc(self.split.val),
             enc(self.split.train_eval),
         )

@@ -158,6 +158,24 @@ def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
                     f"paired bootstrap over {unit}")
 
 
+def two_samples(statistic: Callable[[np.ndarray, np.ndarray], float], a: Sequence[float],
+                b: Sequence[float], unit: str, level: float = LEVEL) -> Estimate:
+    """``statistic(a, b)`` of two independent samples (e.g. the ROC AUC of members against
+    non-members) with a stratified percentile bootstrap: each sample is resampled within
+    itself, keeping its size; seeded. ``n`` is the two sizes together."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    value = float(statistic(x, y))
+    if len(x) < 2 or len(y) < 2:
+        return Estimate(value, -math.inf, math.inf, len(x) + len(y), unit, "too few items")
+    res = bootstrap((x, y), lambda u, v: statistic(u, v), vectorized=False, paired=False,
+                    confidence_level=level, method="percentile", n_resamples=N_RESAMPLES,
+                    rng=np.random.default_rng(0))
+    ci = res.confidence_interval
+    low, high = min(float(ci.low), value), max(float(ci.high), value)
+    return Estimate(value, low, high, len(x) + len(y), unit,
+                    f"stratified bootstrap over {unit}")
+
+
 def _more_items(est: Estimate, line: float) -> int | None:
     """Items to add so that the interval, shrinking as 1/sqrt(n), no longer reaches ``line``."""
     distance = abs(est.value - line)

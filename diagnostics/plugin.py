@@ -272,6 +272,21 @@ def model(run_path: Path, bankllm_run: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
+def untrained_model(bankllm_run: Any) -> Any:
+    """The model the run started from: same config, initialised under the run's seed (as the
+    trainer does), in eval mode. The global RNG state is left untouched."""
+    import torch
+
+    from bankllm.checkpoints import gpt_config
+    from bankllm.model import GPT
+
+    run = bankllm_run
+    with torch.random.fork_rng():
+        torch.manual_seed(run.config.seed)
+        return GPT(gpt_config(run.config, len(run.tokenizer))).eval()
+
+
+@pytest.fixture(scope="session")
 def probes(pytestconfig: pytest.Config) -> Any:
     """The probe sets of ``--probes`` (validated at session start), or None when the folder
     does not exist: the probe checks then SKIP, naming it."""

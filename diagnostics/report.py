@@ -511,14 +511,92 @@ def plot_scaling_curve(result: Mapping[str, Any], path: Path) -> Path | None:
     return None if png is None else atomic_write_bytes(path, png)
 
 
+def canary_exposure_png(result: Mapping[str, Any]) -> bytes | None:
+    """canary_exposure.png: each canary's exposure (bits) against its repetitions, the mean
+    per repetition count, the maximum log2 |space|, extracted canaries marked; None when the
+    privacy result has no canaries."""
+    values = result.get("values", {})
+    per = [p for p in values.get("canaries") or [] if finite(p.get("exposure"))]
+    if not per:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for hit, style, label in ((False, dict(marker="o", color="tab:blue"), "canary"),
+                              (True, dict(marker="X", color="tab:red", ms=9),
+                               "canary extracted by greedy decoding")):
+        pts = [(p["repetitions"], p["exposure"]) for p in per if bool(p.get("extracted")) == hit]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), ls="", alpha=0.8, label=label, **style)
+    rows = sorted(values.get("exposure_by_repetitions") or [], key=lambda r: r["repetitions"])
+    if rows:
+        ax.plot([r["repetitions"] for r in rows], [r["mean"] for r in rows], "-", color="0.4",
+                label="mean per repetition count")
+    top = values.get("log2_space")
+    if finite(top):
+        ax.axhline(top, color="tab:red", ls=":", lw=1, label=f"log2 |space| = {top:.1f} bits")
+    reps = sorted({p["repetitions"] for p in per})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(reps, [str(r) for r in reps])
+    ax.set_xlabel("times the secret is in the train set (log scale)")
+    ax.set_ylabel("exposure (bits)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("canary exposure (Secret Sharer): higher = more memorized")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def membership_roc_png(result: Mapping[str, Any]) -> bytes | None:
+    """membership_roc.png: the ROC curve of the loss-based membership-inference attack (the
+    privacy result's downsampled ``roc``) against chance, log-log and linear; None when the
+    result has none."""
+    values = result.get("values", {})
+    roc = values.get("roc") or {}
+    if not roc.get("fpr"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr = np.asarray(roc["fpr"], dtype=float), np.asarray(roc["tpr"], dtype=float)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=110)
+    auc = values.get("auc")
+    label = f"attack (AUC {auc:.3f})" if finite(auc) else "attack"
+    for ax, log in zip(axes, (False, True), strict=True):
+        ax.plot(fpr, tpr, "-", color="tab:blue", label=label)
+        ax.plot([0, 1], [0, 1], "--", color="0.6", label="chance")
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(1e-3, 1)
+            ax.set_ylim(1e-3, 1)
+        ax.set_xlabel("false positive rate (val flagged as member)")
+        ax.set_ylabel("true positive rate (train flagged)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_title("membership inference ROC")
+    axes[1].set_title("low-FPR region (log-log)")
+    return _png(fig)
+
+
 def render_charts(report: Mapping[str, Any]) -> dict[str, bytes]:
     """Every chart the report has, rendered once: ``{file name: PNG bytes}`` in report order
-    (loss_curves.png, overfitting_gap.png, scaling_curve.png; each only when it has data)."""
+    (loss_curves.png, overfitting_gap.png, scaling_curve.png, canary_exposure.png,
+    membership_roc.png; each only when it has data)."""
     charts = {"loss_curves.png": loss_curves_png(report),
               "overfitting_gap.png": overfitting_gap_png(report)}
     ablation = _check(report, "ablation")
     if ablation is not None:
         charts["scaling_curve.png"] = scaling_curve_png(ablation)
+    privacy = _check(report, "privacy")
+    if privacy is not None:
+        charts["canary_exposure.png"] = canary_exposure_png(privacy)
+        charts["membership_roc.png"] = membership_roc_png(privacy)
     return {name: png for name, png in charts.items() if png is not None}
 
 

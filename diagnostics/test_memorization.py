@@ -10,7 +10,6 @@ val turn).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from diagnostics.analyses.memorization import (
     NAME,
@@ -24,21 +23,8 @@ from diagnostics.analyses.memorization import (
 BATCH_SIZE = 128  # prompts per decoding batch: measured fastest on CPU (64-256 tried)
 
 
-def untrained_model(run: Any) -> Any:
-    """The model the run started from: same config, initialised under the run's seed (as the
-    trainer does), in eval mode. The global RNG state is left untouched."""
-    import torch
-
-    from bankllm.checkpoints import gpt_config
-    from bankllm.model import GPT
-
-    with torch.random.fork_rng():
-        torch.manual_seed(run.config.seed)
-        return GPT(gpt_config(run.config, len(run.tokenizer))).eval()
-
-
-def test_memorization(bankllm_run, model, thresholds, diagnose):
-    """memorization gap EM_train - EM_val and value regurgitation, with chance baselines."""
+def test_memorization(bankllm_run, model, untrained_model, thresholds, diagnose):
+    """Memorization gap EM_train - EM_val and value regurgitation, with chance baselines."""
     from bankllm.precision import run_precision
 
     run = bankllm_run
@@ -50,7 +36,7 @@ def test_memorization(bankllm_run, model, thresholds, diagnose):
     generations = collect_generations(
         items, model_source(model, run.tokenizer, precision, BATCH_SIZE))
     chance = collect_generations(
-        items, model_source(untrained_model(run), run.tokenizer, precision, BATCH_SIZE))
+        items, model_source(untrained_model, run.tokenizer, precision, BATCH_SIZE))
     result = analyse_memorization(generations, chance, training_values(run.split.train),
                                   len(run.split.train), used)
     result.values["precision"] = precision
