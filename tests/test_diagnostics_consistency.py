@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bankllm.data import load_conversations, split_conversations
+from bankllm.entities import mentioned_account_types
 from bankllm.probes import Probes, load_probes
-from bankllm.synth import mentioned_account_types
 from bankllm.tokenizer import normalize_text
 from diagnostics.analyses.consistency import (
     Judge,

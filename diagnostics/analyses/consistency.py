@@ -303,7 +303,7 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     """DIR: a response is faithful when the account types it names are exactly the requested
     one. ``faithfulness`` = share of faithful responses over all variants. PASS at
     ``faithfulness_pass``, WARN within ``warn_margin`` below, else FAIL."""
-    from bankllm.synth import mentioned_account_types
+    from bankllm.entities import mentioned_account_types
 
     th = {k: float(thresholds[k]) for k in ("faithfulness_pass", "warn_margin")}
     if not probes.dir:
