@@ -34,7 +34,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", default="runs", help="parent folder of run directories")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last saved state")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler="bankllm.training:cli_train")
+    p.set_defaults(handler="bankllm.train_cli:cli_train")
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bankllm.data import IGNORE_INDEX
+
 # Per-layer (key, value) tensors of shape (B, n_head, S, head_dim) kept between decoding steps.
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -219,8 +221,9 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(B, T, V)`` and, with ``targets``, the cross-entropy loss.
 
-        Targets equal to -100 are ignored. ``reduction="sum"`` returns the summed loss, which
-        the trainer divides by the target-token count of the whole accumulation window.
+        Targets equal to :data:`~bankllm.data.IGNORE_INDEX` are ignored. ``reduction="sum"``
+        returns the summed loss, which the trainer divides by the target-token count of the
+        whole accumulation window.
         """
         T = idx.size(1)
         if self.config.block_size < T:
@@ -233,7 +236,7 @@ class GPT(nn.Module):
         loss = F.cross_entropy(
             logits.float().view(-1, logits.size(-1)),
             targets.reshape(-1),
-            ignore_index=-100,
+            ignore_index=IGNORE_INDEX,
             reduction=reduction,
         )
         return logits, loss

@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from bankllm.config import TrainConfig
-from bankllm.data import collate, plan_micro_batches
+from bankllm.data import IGNORE_INDEX, collate, plan_micro_batches
 from bankllm.precision import autocast, resolve_precision
-from bankllm.training import Trainer, make_optimizer
+from bankllm.steps import make_optimizer
+from bankllm.training import Trainer
 from bench import chapter, peer
 from bench.workload import Workload
 
@@ -202,7 +203,7 @@ def peer_pipeline(work: Workload, precision: str) -> Pipeline | dict[str, Any]:
             batch, work.train.lengths, cfg.micro_batch_size, cfg.micro_batch_tokens
         )
         parts = [collate(work.train, mb, tok.pad_id) for mb in plan]
-        tokens = sum(int((y != -100).sum()) for _, y in parts)
+        tokens = sum(int((y != IGNORE_INDEX).sum()) for _, y in parts)
         for x, y in parts:
             with autocast(device, precision):
                 loss = peer.peer_loss(model, x, y)
