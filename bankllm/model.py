@@ -8,7 +8,7 @@ Dropout is applied to the embeddings, the attention output projection and the ML
 inside attention. Three choices are made for speed on CPU (``bench/README.md`` has figures):
 
 - The MLP uses the exact (erf) GELU, as nanoGPT does, not GPT-2's tanh approximation (they
-  differ by at most 5e-4): PyTorch's CPU tanh makes the approximation 2.5x slower to run.
+  differ by at most 5e-4): PyTorch's CPU tanh makes the approximation slower to run.
 - Training attention is written out (``q @ k^T``, masked softmax, ``@ v``): the same function
   as ``scaled_dot_product_attention``, whose fused CPU kernel is fast forward but several times
   slower backward at these sequence lengths (tens to a few hundred tokens). Decoding with a

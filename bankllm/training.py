@@ -331,7 +331,7 @@ class Trainer:
         self.pad_positions += int(pad_positions)
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         # foreach: one call for all parameters (torch picks it by default only on CUDA); on CPU
-        # it loops over them inside ATen, 2 of 12 ms faster than 77 calls from Python, and
+        # it loops over them inside ATen instead of one call per parameter from Python, and
         # gives the same norm to the bit
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)

@@ -2,8 +2,8 @@
 
 Every pipeline runs ``warmup`` untimed optimizer steps, then ``steps`` timed ones on the same
 batches of the workload, spread over the epoch's range of batch sizes, twice: the first pass
-meets most batch shapes for the first time (oneDNN builds its kernels for a new shape once,
-tens of ms), the second repeats them. The steady rate comes from the second pass; the first
+meets most batch shapes for the first time (oneDNN builds its kernels for a new shape once),
+the second repeats them. The steady rate comes from the second pass; the first
 pass's extra time, per new shape, is the one-time cost the recipe pays once per distinct
 shape. The timed steps are interleaved (round ``i`` runs step ``i`` of every pipeline), so
 load from other processes on a shared machine falls on all of them alike. Reported per

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from bankllm.tokenizer import normalize_text
+from bankllm.tokenizer import normalise_text as normalize_text
 from diagnostics.analyses._common import rate_interval, spans_a_line
 from diagnostics.results import CheckResult, table
 

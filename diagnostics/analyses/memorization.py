@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from bankllm.tokenizer import Tokenizer, normalize_text, split_words
+from bankllm.tokenizer import Tokenizer, split_words
+from bankllm.tokenizer import normalise_text as normalize_text
 from diagnostics.analyses._common import rate_interval, spans_a_line
 from diagnostics.results import CheckResult, table
 
