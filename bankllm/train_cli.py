@@ -15,46 +15,6 @@ from bankllm.errors import BankLLMError
 from bankllm.training import Trainer, resolve_device
 
 
-def print_summary(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """The end-of-training summary table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"run {run_dir}", show_header=False)
-    best = metrics["best_val_loss"]
-    rows = [
-        ("status", metrics["status"]),
-        ("best val loss", "-" if best is None else f"{best:.4f} (epoch {metrics['best_epoch']})"),
-        ("parameters", f"{metrics['n_params']:,}"),
-        ("vocabulary", str(metrics["vocab_size"])),
-        ("train / val conversations", f"{metrics['n_train']} / {metrics['n_val']}"),
-        (
-            "initial loss (ln V)",
-            f"{metrics['initial_loss']:.3f} ({math.log(metrics['vocab_size']):.3f})",
-        ),
-        ("precision / device", f"{metrics['precision']} / {metrics['device']}"),
-        ("training time", f"{metrics['train_seconds']:.1f} s"),
-        ("throughput", f"{metrics['tokens_per_second']:,.0f} target tokens/s"),
-        ("padding share", f"{metrics['padding_share']:.1%}"),
-    ]
-    if metrics["epochs"]:
-        last = metrics["epochs"][-1]
-        rows.append(
-            (
-                "last epoch train_eval / val",
-                f"{last['train_eval_loss']:.4f} / {last['val_loss']:.4f}",
-            )
-        )
-    for key, value in rows:
-        table.add_row(key, value)
-    Console().print(table)
-
-
-def default_run_name() -> str:
-    """A new run's name when ``--name`` is not given: the UTC time, ``YYYYmmdd-HHMMSS``."""
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-
-
 def cli_train(args: Any) -> int:
     """``bankllm train``: train a new run, or continue one with ``--resume RUN``."""
     if args.resume:
@@ -155,3 +115,43 @@ def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distribute
     if ctx.is_main:
         print_summary(run_dir, trainer.metrics)
     return code
+
+
+def default_run_name() -> str:
+    """A new run's name when ``--name`` is not given: the UTC time, ``YYYYmmdd-HHMMSS``."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def print_summary(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """The end-of-training summary table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {run_dir}", show_header=False)
+    best = metrics["best_val_loss"]
+    rows = [
+        ("status", metrics["status"]),
+        ("best val loss", "-" if best is None else f"{best:.4f} (epoch {metrics['best_epoch']})"),
+        ("parameters", f"{metrics['n_params']:,}"),
+        ("vocabulary", str(metrics["vocab_size"])),
+        ("train / val conversations", f"{metrics['n_train']} / {metrics['n_val']}"),
+        (
+            "initial loss (ln V)",
+            f"{metrics['initial_loss']:.3f} ({math.log(metrics['vocab_size']):.3f})",
+        ),
+        ("precision / device", f"{metrics['precision']} / {metrics['device']}"),
+        ("training time", f"{metrics['train_seconds']:.1f} s"),
+        ("throughput", f"{metrics['tokens_per_second']:,.0f} target tokens/s"),
+        ("padding share", f"{metrics['padding_share']:.1%}"),
+    ]
+    if metrics["epochs"]:
+        last = metrics["epochs"][-1]
+        rows.append(
+            (
+                "last epoch train_eval / val",
+                f"{last['train_eval_loss']:.4f} / {last['val_loss']:.4f}",
+            )
+        )
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)

@@ -13,6 +13,10 @@
 - bf16 autocast where the CPU has AMX or AVX512-BF16; seeded, resumable data order.
 - Non-finite losses or gradients skip the step (up to ``max_nonfinite_steps``) or stop the
   run; SIGINT / SIGTERM finish the current step, save, and exit 130 / 143.
+
+This module is the loop: set up a run, then epochs of optimizer steps, evaluation and saving.
+What one step computes is in :mod:`bankllm.steps`, the saved files in :mod:`bankllm.checkpoints`,
+the command line in :mod:`bankllm.train_cli`.
 """
 
 from __future__ import annotations
