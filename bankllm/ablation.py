@@ -33,7 +33,7 @@ from typing import Any
 from bankllm.checkpoints import METRICS_FILE, SPLIT_FILE, STATE_FILE, Run, load_run, read_metrics
 from bankllm.config import TrainConfig
 from bankllm.data import Split
-from bankllm.errors import BankLLMError
+from bankllm.errors import EXIT_DIVERGED, EXIT_OK, BankLLMError
 from bankllm.fileio import atomic_write_json, read_json
 
 ABLATIONS_DIR = "ablations"
@@ -41,7 +41,6 @@ KEY_FILE = "ablation.json"
 KEY_VERSION = 1
 NO_INTENT = "(none)"
 FINAL = ("completed", "diverged")  # retraining with the same key would give the same result
-EXIT_DIVERGED = 3  # bankllm.training.EXIT_DIVERGED (not imported: that pulls in torch)
 
 __all__ = [
     "Ablation", "ablation_dir", "ablation_key", "cached_ablations", "cli_ablate",
@@ -276,7 +275,7 @@ def ensure_ablation(
         result = Ablation(plan.fraction, path, plan.key, len(plan.split.train), plan.stratified)
         if same and metrics.get("status") in FINAL:
             result.metrics, result.reused = metrics, True
-            result.exit_code = 0 if metrics["status"] == "completed" else EXIT_DIVERGED
+            result.exit_code = EXIT_OK if metrics["status"] == "completed" else EXIT_DIVERGED
             return result
         resume = same and bool(metrics) and (path / STATE_FILE).is_file()
         if not resume and path.exists():

@@ -27,7 +27,7 @@ from typing import Any
 
 from bankllm.errors import BankLLMError
 from bankllm.fileio import atomic_write_json, load_schema, read_json, validate_json
-from bankllm.tokenizer import Tokenizer, normalize_text
+from bankllm.tokenizer import Tokenizer, normalise_text
 
 CANARIES_FILE = "canaries.json"
 SCHEMA = "canaries.schema.json"
@@ -62,7 +62,7 @@ def draw_canaries(n: int, seed: int) -> dict[str, Any]:
         canaries.append({
             "index": i,
             "id": f"{ID_PREFIX}{i:03d}",
-            "prefix": normalize_text(PREFIX_TEMPLATE.format(id=code)),
+            "prefix": normalise_text(PREFIX_TEMPLATE.format(id=code)),
             "secret": secret,
             "repetitions": repetitions(i),
         })

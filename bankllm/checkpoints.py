@@ -22,11 +22,13 @@ import csv
 import io
 import os
 import pickle
+import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bankllm.config import TrainConfig, config_from_dict
@@ -53,6 +55,26 @@ STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
 METRICS_CSV = "metrics.csv"
 TIED_KEYS = ("lm_head.weight",)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before training when the run directory cannot be created or written.
+
+    Also removes temporary files a killed process left mid-write (``.<name>.*.tmp`` of
+    :func:`bankllm.fileio.atomic_write`): the files they were replacing are intact.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")  # a probe, deleted at once: not a run file
+        probe.unlink()
+        for stale in run_dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+    except OSError as exc:
+        raise BankLLMError(
+            f"{run_dir}: run directory is not writable ({exc.strerror}); "
+            "choose another with --runs-dir or --name"
+        ) from None
 
 
 def gpt_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
@@ -145,6 +167,54 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not all(k in state for k in required):
         raise BankLLMError(f"{path}: not a bankllm training state (expected keys {required})")
     return state
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain values (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]) + [random.getstate()[2]],
+        "python_version": random.getstate()[0],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_gauss": [int(np_state[3]), float(np_state[4])],  # the cached normal deviate
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    internal = tuple(int(x) for x in state["python"][:-1])
+    gauss = state["python"][-1]
+    random.setstate((state["python_version"], internal, gauss))
+    has_gauss, gauss_value = state.get("numpy_gauss", (0, 0.0))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy"].numpy().astype(np.uint32),
+            int(state["numpy_pos"]),
+            int(has_gauss),
+            float(gauss_value),
+        )
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def event_record(kind: str, step: int, epoch: int, message: str) -> dict[str, Any]:
+    """One entry of ``metrics["events"]``: what happened (``kind``), when, and a message."""
+    return {"step": step, "epoch": epoch, "kind": kind, "message": message}
 
 
 def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:

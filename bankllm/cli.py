@@ -1,7 +1,10 @@
 """The ``bankllm`` command line: argument parsing only.
 
 Each subcommand is implemented by a ``cli_*(args) -> int`` function in the module that owns
-the concern; it is imported only when that subcommand runs, so ``bankllm --help`` stays fast.
+the concern, named by a ``"module:function"`` handler string and imported only when that
+subcommand runs, so ``bankllm --help`` stays fast. Other packages add subcommands through the
+entry-point group :data:`COMMANDS_GROUP`: each entry point is a function that takes the
+subparsers and adds its subparser, with a ``handler`` default like the ones here.
 A :class:`~bankllm.errors.BankLLMError` becomes one ``error:`` line and exit code 2.
 """
 
@@ -10,10 +13,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
 
 from bankllm.errors import EXIT_USAGE, BankLLMError
 
 DEFAULT_RUN = "runs/latest"
+COMMANDS_GROUP = "bankllm.commands"
+"""Entry-point group of subcommands added by other installed packages."""
+HELP_ORDER = ("train", "generate", "data", "report", "ablate", "gate")
+"""Order of the subcommands in ``bankllm --help``; any others follow by name."""
+
+AddCommand = Callable[[argparse._SubParsersAction], None]
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -92,18 +103,6 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     probes.set_defaults(handler="bankllm.probes:cli_check_probes")
 
 
-def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="re-render the diagnostics report from its JSON")
-    p.add_argument(
-        "--run", default=None, help="the run the report must be for (default: whichever it is)"
-    )
-    p.add_argument("--report-dir", default="reports", help="folder holding diagnostics.json")
-    p.add_argument("--format", choices=["text", "markdown", "html"], default="text",
-                   help="text: the terminal report; markdown: a summary for a pull request or "
-                   "$GITHUB_STEP_SUMMARY; html: rewrite diagnostics.html, .svg and the charts")
-    p.set_defaults(handler="diagnostics.report:cli_report")
-
-
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="retrain a run on fractions of its train split")
     p.add_argument("--run", default=DEFAULT_RUN)
@@ -111,14 +110,24 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="bankllm.ablation:cli_ablate")
 
 
-def _add_gate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gate", help="fail (exit 1) when best val loss regressed against a baseline")
-    p.add_argument("--run", default=DEFAULT_RUN)
-    p.add_argument("--baseline", default="reports/baseline.json")
-    p.add_argument("--tolerance", type=float, default=0.02, help="allowed relative increase")
-    p.add_argument("--force", action="store_true", help="compare even if data or config differ")
-    p.add_argument("--update", action="store_true", help="rewrite the baseline from the run")
-    p.set_defaults(handler="diagnostics.gate:cli_gate")
+def _builtin_commands() -> dict[str, AddCommand]:
+    return {"train": _add_train, "generate": _add_generate, "data": _add_data,
+            "ablate": _add_ablate, "export": _add_export}
+
+
+def _entry_point_commands() -> dict[str, AddCommand]:
+    """The installed entry points of :data:`COMMANDS_GROUP`, by name (the first of a name wins);
+    one that fails to load is left out with a warning on stderr."""
+    found: dict[str, AddCommand] = {}
+    for ep in entry_points(group=COMMANDS_GROUP):
+        if ep.name in found:
+            continue
+        try:
+            found[ep.name] = ep.load()
+        except Exception as exc:  # a broken plugin must not take the other commands down
+            print(f"bankllm: warning: cannot load command {ep.name!r} ({ep.value}): {exc}",
+                  file=sys.stderr)
+    return found
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -131,14 +140,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand: the built-in ones and those of :data:`COMMANDS_GROUP`."""
     parser = argparse.ArgumentParser(
         prog="bankllm",
         description="Train and diagnose small language models for banking customer-service chat.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_generate, _add_data, _add_report, _add_ablate, _add_gate,
-                _add_export):
-        add(sub)
+    commands = {**_entry_point_commands(), **_builtin_commands()}
+    rank = {name: i for i, name in enumerate(HELP_ORDER)}
+    for name in sorted(commands, key=lambda n: (rank.get(n, len(rank)), n)):
+        commands[name](sub)
     return parser
 
 

@@ -21,7 +21,7 @@ import torch
 
 from bankllm.errors import BankLLMError
 from bankllm.fileio import load_schema, parse_records
-from bankllm.tokenizer import Tokenizer, normalize_text
+from bankllm.tokenizer import Tokenizer, normalise_text
 
 IGNORE_INDEX = -100
 
@@ -62,9 +62,9 @@ def conversation_text(conversation: dict[str, Any]) -> str:
     return "\n".join(f"{m['role']}: {m['content']}" for m in conversation["messages"])
 
 
-def normalized_conversation(conversation: dict[str, Any]) -> str:
+def normalised_conversation(conversation: dict[str, Any]) -> str:
     """The form used to decide whether two conversations are the same (split, leakage)."""
-    return normalize_text(conversation_text(conversation))
+    return normalise_text(conversation_text(conversation))
 
 
 @dataclass
@@ -103,7 +103,7 @@ def split_conversations(
     """
     groups: dict[str, list[dict[str, Any]]] = {}
     for conv in conversations:
-        groups.setdefault(normalized_conversation(conv), []).append(conv)
+        groups.setdefault(normalised_conversation(conv), []).append(conv)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     n_val = max(1, round(val_fraction * len(conversations)))

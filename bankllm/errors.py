@@ -1,4 +1,4 @@
-"""User-facing errors: the CLI prints them as one line and exits with code 2."""
+"""User-facing errors, and the exit codes of every ``bankllm`` command."""
 
 
 class BankLLMError(Exception):
@@ -9,4 +9,15 @@ class BankLLMError(Exception):
     """
 
 
+EXIT_OK = 0
+"""Success (``bankllm gate``: no regression)."""
+EXIT_REGRESSION = 1
+"""``bankllm gate``: best val loss regressed against the baseline."""
 EXIT_USAGE = 2
+"""A :class:`BankLLMError`: bad input or environment (``bankllm gate``: nothing to compare)."""
+EXIT_DIVERGED = 3
+"""Training stopped after more than ``max_nonfinite_steps`` non-finite steps."""
+EXIT_SIGINT = 130
+"""Training interrupted by SIGINT; the state is saved."""
+EXIT_SIGTERM = 143
+"""Training interrupted by SIGTERM; the state is saved."""

@@ -336,7 +336,7 @@ def answers(
     **kwargs: Any,
 ) -> list[str]:
     """The agent's next turn for each item (a customer message, or a conversation so far), as
-    the tokenizer's words joined by spaces (the :func:`~bankllm.tokenizer.normalize_text`
+    the tokenizer's words joined by spaces (the :func:`~bankllm.tokenizer.normalise_text`
     form). ``kwargs`` go to :func:`generate`."""
     prompts = [tokenizer.encode_prompt(_as_messages(item)) for item in items]
     return [tokenizer.decode(ids) for ids in generate(model, prompts, tokenizer, **kwargs)]

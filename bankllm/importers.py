@@ -1,11 +1,9 @@
 """Import conversations from chat JSONL, CSV or SGD dialogues into the bankllm corpus format.
 
 Each ``import_*`` function reads its inputs, normalises every conversation so that it satisfies
-``conversation.schema.json`` and returns an :class:`ImportResult`: the records, plus a count of
-what was dropped and why. Normalising means, in order: empty messages are dropped; system
-messages are kept only at the start (merged into one); agent turns before the first customer
-turn are dropped; consecutive messages of one role are merged; a trailing customer turn is
-dropped; a conversation left without a customer turn followed by an agent turn is skipped.
+``conversation.schema.json`` (:mod:`bankllm.normalisation`) and returns an
+:class:`~bankllm.normalisation.ImportResult`: the records, plus a count of what was dropped
+and why.
 
 Malformed input raises :class:`~bankllm.errors.BankLLMError` with a one-line message naming the
 file and the record (``file:line`` for JSONL and CSV, ``file: dialogue[i] (id)`` for SGD).
@@ -17,26 +15,19 @@ import argparse
 import csv
 import io
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bankllm.errors import BankLLMError
-from bankllm.fileio import atomic_write_jsonl, load_schema, parse_jsonl, validate_json
-
-# Reasons counted in ImportResult.skipped: whole conversations, then single messages.
-SKIP_NON_BANKS = "conversation: dialogue involves a non-Banks service"
-SKIP_NO_EXCHANGE = "conversation: no customer turn answered by an agent turn"
-SKIP_EMPTY = "message: empty content"
-SKIP_TRAILING_CUSTOMER = "message: trailing customer turn (no agent answer)"
-SKIP_LEADING_AGENT = "message: agent turn before the first customer turn"
-SKIP_LATE_SYSTEM = "message: system message after the conversation started"
-SKIP_TOOL = "message: tool/function message"
-# Changes counted in ImportResult.adjusted (nothing lost).
-ADJ_MERGED = "consecutive messages of one role merged"
-ADJ_RENAMED = "duplicate id renamed"
+from bankllm.fileio import atomic_write_jsonl, parse_jsonl
+from bankllm.normalisation import (
+    SKIP_NON_BANKS,
+    SKIP_TOOL,
+    ImportResult,
+    Message,
+    RecordCollector,
+)
 
 CHAT_ROLES = {
     "user": "customer", "customer": "customer",
@@ -45,123 +36,6 @@ CHAT_ROLES = {
 }
 DROPPED_CHAT_ROLES = frozenset({"tool", "function", "ipython"})
 SGD_NONE_INTENT = "NONE"
-
-Message = dict[str, Any]
-Record = dict[str, Any]
-
-
-@dataclass
-class ImportResult:
-    """Schema-valid conversations, and what was dropped (``skipped``) or changed (``adjusted``).
-
-    Keys of ``skipped`` start with ``conversation:`` (a whole record dropped) or ``message:``
-    (one message dropped from a record that was kept or later skipped).
-    """
-
-    conversations: list[Record] = field(default_factory=list)
-    skipped: Counter[str] = field(default_factory=Counter)
-    adjusted: Counter[str] = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        """A few lines for people: imported N, skipped M, each reason with its count."""
-        n_msgs = sum(len(c["messages"]) for c in self.conversations)
-        conv_skips = sum(n for r, n in self.skipped.items() if r.startswith("conversation:"))
-        msg_skips = sum(n for r, n in self.skipped.items() if r.startswith("message:"))
-        lines = [
-            f"imported {len(self.conversations)} conversations ({n_msgs} messages); "
-            f"skipped {conv_skips} conversations, {msg_skips} messages"
-        ]
-        lines += [f"  skipped {reason} → {n}" for reason, n in sorted(self.skipped.items())]
-        lines += [f"  {reason} → {n}" for reason, n in sorted(self.adjusted.items())]
-        intents = Counter(c.get("intent") for c in self.conversations)
-        if any(intent is not None for intent in intents):
-            shown = ", ".join(f"{k if k is not None else '(none)'} {n}"
-                              for k, n in intents.most_common())
-            lines.append(f"  intents: {shown}")
-        else:
-            lines.append("  intents: none (checks that need intent labels will be skipped)")
-        return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- normalising
-
-
-def normalise_messages(
-    messages: Iterable[Message], skipped: Counter[str], adjusted: Counter[str]
-) -> list[Message] | None:
-    """Return ``messages`` made schema-shaped (see module doc), or None if no exchange is left.
-
-    Each input message has ``role`` in customer/agent/system, ``content`` a string and maybe
-    ``intent``. Drops are counted in ``skipped``, merges in ``adjusted``; the input is not changed.
-    """
-    system: list[str] = []
-    body: list[Message] = []
-    for msg in messages:
-        content = msg["content"].strip()
-        if not content:
-            skipped[SKIP_EMPTY] += 1
-            continue
-        role = msg["role"]
-        if role == "system":
-            if body:
-                skipped[SKIP_LATE_SYSTEM] += 1
-            else:
-                system.append(content)
-            continue
-        if role == "agent" and not body:
-            skipped[SKIP_LEADING_AGENT] += 1
-            continue
-        new = {"role": role, "content": content}
-        if "intent" in msg:
-            new["intent"] = msg["intent"]
-        if body and body[-1]["role"] == role:
-            last = body[-1]
-            last["content"] += "\n" + content
-            if last.get("intent") is None and new.get("intent") is not None:
-                last["intent"] = new["intent"]
-            adjusted[ADJ_MERGED] += 1
-            continue
-        body.append(new)
-    if body and body[-1]["role"] == "customer":
-        skipped[SKIP_TRAILING_CUSTOMER] += 1
-        body.pop()
-    if len(body) < 2:
-        return None
-    if len(system) > 1:
-        adjusted[ADJ_MERGED] += len(system) - 1
-    head = [{"role": "system", "content": "\n".join(system)}] if system else []
-    return head + body
-
-
-class _Collector:
-    """Builds an ImportResult: normalises, gives unique ids, validates against the schema."""
-
-    def __init__(self) -> None:
-        self.result = ImportResult()
-        self._ids: set[str] = set()
-        self._schema = load_schema("bankllm", "conversation.schema.json")
-
-    def add(
-        self, *, rid: str, intent: str | None, slots: dict[str, Any],
-        messages: list[Message], meta: dict[str, Any], origin: str,
-    ) -> None:
-        """Normalise and append one conversation, or count it as skipped."""
-        result = self.result
-        normal = normalise_messages(messages, result.skipped, result.adjusted)
-        if normal is None:
-            result.skipped[SKIP_NO_EXCHANGE] += 1
-            return
-        unique, n = rid, 1
-        while unique in self._ids:
-            n += 1
-            unique = f"{rid}~{n}"
-        if unique != rid:
-            result.adjusted[ADJ_RENAMED] += 1
-        self._ids.add(unique)
-        record = {"id": unique, "intent": intent, "slots": slots, "messages": normal, "meta": meta}
-        validate_json(record, self._schema, origin)
-        result.conversations.append(record)
-
 
 # --------------------------------------------------------------------------- reading
 
@@ -248,7 +122,7 @@ def _chat_content(value: Any, where: str) -> str:
     raise BankLLMError(f"{where}: 'content' must be a string, got {_type_name(value)}")
 
 
-def _chat_record(obj: Any, path: Path, lineno: int, out: _Collector) -> None:
+def _chat_record(obj: Any, path: Path, lineno: int, out: RecordCollector) -> None:
     where = f"{path}:{lineno}"
     if not isinstance(obj, dict):
         raise BankLLMError(
@@ -300,7 +174,7 @@ def import_chat_jsonl(paths: Iterable[str | Path] | str | Path) -> ImportResult:
     counted; a top-level ``id``, ``intent`` or ``slots`` is kept, else id is ``<stem>-<line>``.
     Blank lines are ignored. Raises BankLLMError naming ``file:line`` on malformed input.
     """
-    out = _Collector()
+    out = RecordCollector()
     for path in _as_paths(paths):
         text = _read_text(path, "chat JSONL file")
         for lineno, obj in parse_jsonl(text, str(path)):
@@ -334,7 +208,7 @@ def import_csv(
     ``<stem>-<line>`` (the line the row starts on). Raises BankLLMError naming the file (and
     line) for a missing column, a row with the wrong number of fields or broken quoting.
     """
-    out = _Collector()
+    out = RecordCollector()
     for path in _as_paths(paths):
         text = _read_text(path, "CSV file")
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -466,7 +340,7 @@ def _sgd_slots(values: Any, where: str) -> dict[str, Any]:
 
 def _sgd_dialogue(
     dlg: Any, idx: int, path: Path, schema_path: Path, schema: dict[str, set[str]],
-    out: _Collector,
+    out: RecordCollector,
 ) -> None:
     where = f"{path}: dialogue[{idx}]"
     if not isinstance(dlg, dict):
@@ -548,7 +422,7 @@ def import_sgd(paths: Iterable[str | Path] | str | Path) -> ImportResult:
     the conversation's intent is the first active intent and its slots the final state's (first
     value of each). Raises BankLLMError naming the file and ``dialogue[i] (id)`` when malformed.
     """
-    out = _Collector()
+    out = RecordCollector()
     schemas: dict[Path, dict[str, set[str]]] = {}
     for path, schema_path in _sgd_sources(_as_paths(paths)):
         if schema_path not in schemas:

@@ -8,7 +8,7 @@ Dropout is applied to the embeddings, the attention output projection and the ML
 inside attention. Three choices are made for speed on CPU (``bench/README.md`` has figures):
 
 - The MLP uses the exact (erf) GELU, as nanoGPT does, not GPT-2's tanh approximation (they
-  differ by at most 5e-4): PyTorch's CPU tanh makes the approximation 2.5x slower to run.
+  differ by at most 5e-4): PyTorch's CPU tanh makes the approximation slower to run.
 - Training attention is written out (``q @ k^T``, masked softmax, ``@ v``): the same function
   as ``scaled_dot_product_attention``, whose fused CPU kernel is fast forward but several times
   slower backward at these sequence lengths (tens to a few hundred tokens). Decoding with a
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bankllm.data import IGNORE_INDEX
 
 # Per-layer (key, value) tensors of shape (B, n_head, S, head_dim) kept between decoding steps.
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
@@ -219,8 +221,9 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(B, T, V)`` and, with ``targets``, the cross-entropy loss.
 
-        Targets equal to -100 are ignored. ``reduction="sum"`` returns the summed loss, which
-        the trainer divides by the target-token count of the whole accumulation window.
+        Targets equal to :data:`~bankllm.data.IGNORE_INDEX` are ignored. ``reduction="sum"``
+        returns the summed loss, which the trainer divides by the target-token count of the
+        whole accumulation window.
         """
         T = idx.size(1)
         if self.config.block_size < T:
@@ -233,7 +236,7 @@ class GPT(nn.Module):
         loss = F.cross_entropy(
             logits.float().view(-1, logits.size(-1)),
             targets.reshape(-1),
-            ignore_index=-100,
+            ignore_index=IGNORE_INDEX,
             reduction=reduction,
         )
         return logits, loss

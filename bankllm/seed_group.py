@@ -10,7 +10,7 @@ when the last one is done. ``bankllm gate`` gates each member of a group, and
 ``bankllm gate --update`` records the seed spread of its best val losses in the baseline.
 
 This module is the ``bankllm train`` handler: without ``--seeds`` it hands over to
-:func:`bankllm.training.cli_train` unchanged.
+:func:`bankllm.train_cli.cli_train` unchanged.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def write_group(group_dir: Path, name: str, seeds: list[int], split_seed: int,
 
 
 def cli_train(args: Any) -> int:
-    """``bankllm train``: a seed group with ``--seeds``, else one run (training.cli_train)."""
-    from bankllm import training
+    """``bankllm train``: a seed group with ``--seeds``, else one run (train_cli.cli_train)."""
+    from bankllm import train_cli as training
 
     if not getattr(args, "seeds", None):
         return training.cli_train(args)
@@ -86,7 +86,7 @@ def train_group(args: Any) -> int:
     0, or the exit code of the first member that stops non-zero (diverged, interrupted): the
     group stops there and says how to resume that member and train the rest."""
     from bankllm import checkpoints as ckpt
-    from bankllm import training
+    from bankllm import train_cli as training
     from bankllm.config import load_config
 
     seeds = list(args.seeds)

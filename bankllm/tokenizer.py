@@ -33,7 +33,7 @@ def split_words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())
 
 
-def normalize_text(text: str) -> str:
+def normalise_text(text: str) -> str:
     """The canonical form two texts are compared in: their words joined by single spaces."""
     return " ".join(split_words(text))
 

@@ -13,31 +13,31 @@
 - bf16 autocast where the CPU has AMX or AVX512-BF16; seeded, resumable data order.
 - Non-finite losses or gradients skip the step (up to ``max_nonfinite_steps``) or stop the
   run; SIGINT / SIGTERM finish the current step, save, and exit 130 / 143.
+
+This module is the loop: set up a run, then epochs of optimizer steps, evaluation and saving.
+What one step computes is in :mod:`bankllm.steps`, the saved files in :mod:`bankllm.checkpoints`,
+the command line in :mod:`bankllm.train_cli`.
 """
 
 from __future__ import annotations
 
 import math
-import platform
-import random
 import signal
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext, suppress
-from datetime import UTC, datetime
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from bankllm import checkpoints as ckpt
 from bankllm import distributed
 from bankllm.canaries import add_canaries
-from bankllm.config import TrainConfig, load_config
+from bankllm.checkpoints import check_writable, rng_state, seed_everything, set_rng_state
+from bankllm.config import TrainConfig
 from bankllm.data import (
-    EncodedCorpus,
     collate,
     encode_corpus,
     epoch_batches,
@@ -46,13 +46,15 @@ from bankllm.data import (
     plan_micro_batches,
     split_conversations,
 )
-from bankllm.errors import BankLLMError
+from bankllm.errors import EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, BankLLMError
 from bankllm.fileio import atomic_write_json, load_schema, validate_json
 from bankllm.model import GPT
-from bankllm.precision import autocast, inference, resolve_precision
+from bankllm.precision import inference, resolve_precision
+from bankllm.progress import TrainingProgress
+from bankllm.steps import accumulate_gradients, evaluate, lr_at, make_optimizer
+from bankllm.stopping import StopRequest
 from bankllm.tokenizer import Tokenizer
 
-EXIT_SIGINT, EXIT_SIGTERM, EXIT_DIVERGED = 130, 143, 3
 # the trainer's counters saved in state.pt["progress"] (and the only attributes it restores)
 _PROGRESS_KEYS = (
     "epoch",
@@ -74,175 +76,6 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise BankLLMError("config: device=cuda but no CUDA device is available (use cpu or auto)")
     return torch.device(cfg.device)
-
-
-def make_optimizer(
-    model: torch.nn.Module, cfg: TrainConfig, device: torch.device
-) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (dim >= 2) only; biases and LayerNorms undecayed."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
-
-
-def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, cosine to min_lr."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    decay_steps = max(1, total_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """All RNG states as tensors and plain values (loadable with ``weights_only=True``)."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": list(random.getstate()[1]) + [random.getstate()[2]],
-        "python_version": random.getstate()[0],
-        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "numpy_gauss": [int(np_state[3]), float(np_state[4])],  # the cached normal deviate
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    internal = tuple(int(x) for x in state["python"][:-1])
-    gauss = state["python"][-1]
-    random.setstate((state["python_version"], internal, gauss))
-    has_gauss, gauss_value = state.get("numpy_gauss", (0, 0.0))
-    np.random.set_state(
-        (
-            "MT19937",
-            state["numpy"].numpy().astype(np.uint32),
-            int(state["numpy_pos"]),
-            int(has_gauss),
-            float(gauss_value),
-        )
-    )
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def evaluate(
-    model: GPT,
-    corpus: EncodedCorpus,
-    pad_id: int,
-    device: torch.device,
-    precision: str,
-    batch_size: int = 32,
-    ctx: distributed.Context | None = None,
-) -> float:
-    """Mean per-token loss of ``corpus`` in eval mode (dropout off); restores the mode after.
-
-    Under torchrun each process scores its share and the sums are added over processes.
-    """
-    ctx = ctx or distributed.Context()
-    order = ctx.shard(sorted(range(len(corpus)), key=lambda i: corpus.lengths[i]))
-    total, count = 0.0, 0
-    with inference(model, precision):
-        for start in range(0, len(order), batch_size):
-            x, y = collate(corpus, order[start : start + batch_size], pad_id)
-            x, y = x.to(device), y.to(device)
-            _, loss_sum = model(x, y, reduction="sum")
-            total += float(loss_sum)
-            count += int((y != -100).sum())
-    total, count = ctx.all_reduce_sum(total, count)
-    return total / max(count, 1)
-
-
-def accumulate_gradients(
-    model: torch.nn.Module,
-    corpus: EncodedCorpus,
-    batch: list[int],
-    micro_batch_size: int,
-    pad_id: int,
-    device: torch.device,
-    precision: str,
-    token_count: int | None = None,
-    no_sync: Callable[[], Any] | None = None,
-    micro_batch_tokens: int = 0,
-) -> tuple[float, int, int]:
-    """Backpropagate one optimizer batch in micro-batches; return (sum loss, tokens, padded).
-
-    Each micro-batch's summed token loss is divided by ``token_count`` (default: the target
-    tokens of the whole batch), so the accumulated gradient is exactly the gradient of the
-    mean token loss over the batch, however it is cut into micro-batches
-    (:func:`~bankllm.data.plan_micro_batches`: ``micro_batch_size`` 0 cuts by tokens).
-    """
-    plan = plan_micro_batches(batch, corpus.lengths, micro_batch_size, micro_batch_tokens)
-    parts = [collate(corpus, mb, pad_id) for mb in plan]
-    tokens = sum(int((y != -100).sum()) for _, y in parts)
-    denominator = token_count if token_count is not None else tokens
-    loss_sum, padded = 0.0, 0
-    for i, (x, y) in enumerate(parts):
-        x, y = x.to(device), y.to(device)
-        padded += x.numel()
-        last = i == len(parts) - 1
-        with no_sync() if no_sync is not None and not last else nullcontext():
-            with autocast(device, precision):
-                _, loss = model(x, y, reduction="sum")
-            (loss / max(denominator, 1)).backward()
-        loss_sum += float(loss.detach())
-    return loss_sum, tokens, padded
-
-
-class _StopRequest:
-    """Records SIGINT / SIGTERM so the trainer can stop after the current step."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with suppress(ValueError):  # signals can only be set in the main thread
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:  # second signal: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def check_writable(run_dir: Path) -> None:
-    """Fail before training when the run directory cannot be created or written.
-
-    Also removes temporary files a killed process left mid-write (``.<name>.*.tmp`` of
-    :func:`bankllm.fileio.atomic_write`): the files they were replacing are intact.
-    """
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")  # a probe, deleted at once: not a run file
-        probe.unlink()
-        for stale in run_dir.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-    except OSError as exc:
-        raise BankLLMError(
-            f"{run_dir}: run directory is not writable ({exc.strerror}); "
-            "choose another with --runs-dir or --name"
-        ) from None
 
 
 class Trainer:
@@ -388,11 +221,21 @@ class Trainer:
             "events": [],
         }
         if self.truncated:  # recorded once, when the run starts
-            self.metrics["events"].append(
-                {"step": 0, "epoch": 1, "kind": "truncated", "message": self._truncation_note()}
-            )
+            self._add_event("truncated", self._truncation_note(), step=0, epoch=1)
         if self.ctx.is_main:
             self._write_run_files()
+
+    def _add_event(
+        self,
+        kind: Literal["nonfinite", "interrupted", "resumed", "stopped", "truncated"],
+        message: str,
+        step: int | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Append an event to the metrics (default: at the current step and epoch)."""
+        step = self.step if step is None else step
+        epoch = self.epoch if epoch is None else epoch
+        self.metrics["events"].append(ckpt.event_record(kind, step, epoch, message))
 
     def _truncation_note(self) -> str:
         return (
@@ -453,14 +296,7 @@ class Trainer:
             setattr(self, key, progress[key])
         self.metrics = state["metrics"]
         self.metrics["status"] = "running"
-        self.metrics["events"].append(
-            {
-                "step": self.step,
-                "epoch": self.epoch,
-                "kind": "resumed",
-                "message": f"resumed at epoch {self.epoch}, batch {self.batch_in_epoch}",
-            }
-        )
+        self._add_event("resumed", f"resumed at epoch {self.epoch}, batch {self.batch_in_epoch}")
         set_rng_state(state["rng"])
         self.model.train()
 
@@ -503,7 +339,7 @@ class Trainer:
         self.pad_positions += int(pad_positions)
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         # foreach: one call for all parameters (torch picks it by default only on CUDA); on CPU
-        # it loops over them inside ATen, 2 of 12 ms faster than 77 calls from Python, and
+        # it loops over them inside ATen instead of one call per parameter from Python, and
         # gives the same norm to the bit
         grad_norm = float(
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
@@ -531,14 +367,9 @@ class Trainer:
                 skipped=True,
             )
             what = "loss" if not math.isfinite(loss) else "gradient norm"
-            self.metrics["events"].append(
-                {
-                    "step": self.step,
-                    "epoch": self.epoch,
-                    "kind": "nonfinite",
-                    "message": f"non-finite {what} at step {self.step} "
-                    f"(epoch {self.epoch}); step skipped",
-                }
+            self._add_event(
+                "nonfinite",
+                f"non-finite {what} at step {self.step} (epoch {self.epoch}); step skipped",
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -586,8 +417,8 @@ class Trainer:
     def train(self) -> int:
         """Run (or continue) training; return the process exit code."""
         cfg = self.cfg
-        progress = _Progress(self) if self.show_progress and self.ctx.is_main else None
-        with _StopRequest() as stop, progress or nullcontext():
+        progress = TrainingProgress(self) if self.show_progress and self.ctx.is_main else None
+        with StopRequest() as stop, progress or nullcontext():
             while self.epoch <= cfg.epochs:
                 batches = epoch_batches(
                     self.train_data.lengths,
@@ -627,7 +458,7 @@ class Trainer:
         self.save_state()
         if self.ctx.is_main:
             ckpt.point_latest(self.run_dir)
-        return 0
+        return EXIT_OK
 
     def _pad_count(self, batch: list[int]) -> int:
         lengths = self.train_data.lengths
@@ -645,14 +476,7 @@ class Trainer:
             f"{self.nonfinite_steps} non-finite step(s), more than max_nonfinite_steps="
             f"{self.cfg.max_nonfinite_steps}; the best checkpoint is untouched"
         )
-        self.metrics["events"].append(
-            {
-                "step": record["step"],
-                "epoch": record["epoch"],
-                "kind": "stopped",
-                "message": message,
-            }
-        )
+        self._add_event("stopped", message, step=record["step"], epoch=record["epoch"])
         self._update_throughput()
         if self.ctx.is_main:
             ckpt.write_metrics(self.run_dir, self.metrics)
@@ -662,14 +486,7 @@ class Trainer:
     def _stop_interrupted(self, signum: int) -> int:
         self.metrics["status"] = "interrupted"
         name = signal.Signals(signum).name
-        self.metrics["events"].append(
-            {
-                "step": self.step,
-                "epoch": self.epoch,
-                "kind": "interrupted",
-                "message": f"{name} after step {self.step}; state saved",
-            }
-        )
+        self._add_event("interrupted", f"{name} after step {self.step}; state saved")
         self._update_throughput()
         self.save_state()
         self.log(
@@ -677,209 +494,3 @@ class Trainer:
             f"  bankllm train --resume {self.run_dir}"
         )
         return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
-
-
-class _Progress:
-    """Rich progress bar: epoch, step, loss, lr, tokens/s, ETA."""
-
-    def __init__(self, trainer: Trainer):
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.trainer = trainer
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}"),
-            TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.tokens, self.t0 = 0, time.perf_counter()
-
-    def __enter__(self) -> _Progress:
-        t = self.trainer
-        self.progress.__enter__()
-        self.task = self.progress.add_task(
-            "train",
-            total=t.total_steps,
-            completed=t.step,
-            epoch=t.epoch,
-            epochs=t.cfg.epochs,
-            loss="-",
-            lr="-",
-            tps="-",
-        )
-        return self
-
-    def update(self, record: dict[str, Any]) -> None:
-        self.tokens += record["tokens"]
-        elapsed = time.perf_counter() - self.t0
-        loss = record["loss"]
-        self.progress.update(
-            self.task,
-            completed=record["step"],
-            epoch=record["epoch"],
-            loss="nan" if loss is None else f"{loss:.3f}",
-            lr=f"{record['lr']:.2e}",
-            tps=f"{self.tokens / elapsed:,.0f}" if elapsed > 0 else "-",
-        )
-
-    def epoch_done(self, record: dict[str, Any]) -> None:
-        self.progress.console.print(
-            f"epoch {record['epoch']:>2}: train {record['train_loss']:.4f} (running, dropout on)  "
-            f"train_eval {record['train_eval_loss']:.4f}  val {record['val_loss']:.4f}  "
-            f"{record['seconds']:.1f}s"
-        )
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-
-def print_summary(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """The end-of-training summary table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"run {run_dir}", show_header=False)
-    best = metrics["best_val_loss"]
-    rows = [
-        ("status", metrics["status"]),
-        ("best val loss", "-" if best is None else f"{best:.4f} (epoch {metrics['best_epoch']})"),
-        ("parameters", f"{metrics['n_params']:,}"),
-        ("vocabulary", str(metrics["vocab_size"])),
-        ("train / val conversations", f"{metrics['n_train']} / {metrics['n_val']}"),
-        (
-            "initial loss (ln V)",
-            f"{metrics['initial_loss']:.3f} ({math.log(metrics['vocab_size']):.3f})",
-        ),
-        ("precision / device", f"{metrics['precision']} / {metrics['device']}"),
-        ("training time", f"{metrics['train_seconds']:.1f} s"),
-        ("throughput", f"{metrics['tokens_per_second']:,.0f} target tokens/s"),
-        ("padding share", f"{metrics['padding_share']:.1%}"),
-    ]
-    if metrics["epochs"]:
-        last = metrics["epochs"][-1]
-        rows.append(
-            (
-                "last epoch train_eval / val",
-                f"{last['train_eval_loss']:.4f} / {last['val_loss']:.4f}",
-            )
-        )
-    for key, value in rows:
-        table.add_row(key, value)
-    Console().print(table)
-
-
-def default_run_name() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-
-
-def cli_train(args: Any) -> int:
-    """``bankllm train``: train a new run, or continue one with ``--resume RUN``."""
-    if args.resume:
-        run_dir = _resume_dir(args)
-        done = (run_dir / ckpt.METRICS_FILE).exists() and ckpt.read_metrics(run_dir)["status"]
-        if done == "completed":
-            print(f"{run_dir}: the run is already completed; nothing to resume")
-            return 0
-        cfg = ckpt.read_config(run_dir)
-        resume = True
-    else:
-        _check_run_name(args.name)
-        overrides = list(args.overrides)
-        if args.data:
-            overrides.append(f"data={args.data}")
-        cfg = load_config(args.config, overrides)
-        resume = False
-    ctx = distributed.setup(resolve_device(cfg).type)
-    try:
-        return _train_in_context(args, cfg, resume, ctx)
-    finally:
-        distributed.teardown(ctx)
-
-
-def _resume_dir(args: Any) -> Path:
-    """The run ``--resume`` names, refusing options that would be silently ignored."""
-    ignored = [
-        flag
-        for flag, value in (
-            ("--config", args.config),
-            ("--set", args.overrides),
-            ("--data", args.data),
-            ("--name", args.name),
-        )
-        if value
-    ]
-    if ignored:
-        raise BankLLMError(
-            f"{' and '.join(ignored)} cannot be combined with --resume: a resumed run keeps "
-            "its saved config, data and name; start a new run to change them"
-        )
-    run_dir = Path(args.resume)
-    if (run_dir / ckpt.CONFIG_FILE).exists():
-        return run_dir
-    hint = ""
-    if (Path(args.runs_dir) / run_dir / ckpt.CONFIG_FILE).exists():
-        hint = f"; did you mean --resume {Path(args.runs_dir) / run_dir}?"
-    what = "not a run directory (no config.json)" if run_dir.is_dir() else "no such run"
-    raise BankLLMError(f"{run_dir}: {what}{hint}")
-
-
-def _check_run_name(name: str | None) -> None:
-    """A run name is one folder name under ``--runs-dir``: no separators, not . or .."""
-    if name is not None and (not name or name in (".", "..") or any(c in name for c in "/\\")):
-        raise BankLLMError(
-            f"--name {name!r}: a run name is one folder name (no '/' or '\\'); "
-            "use --runs-dir to choose where runs go"
-        )
-
-
-def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distributed.Context) -> int:
-    if resume:
-        run_dir = Path(args.resume)
-    else:
-        # under torchrun every process must use rank 0's name (clocks may straddle a second)
-        name = ctx.broadcast_text(args.name or default_run_name())
-        run_dir = Path(args.runs_dir) / name
-        exists = (run_dir / ckpt.METRICS_FILE).exists()
-        ctx.barrier()  # every process has looked before rank 0 writes anything
-        if exists:
-            raise BankLLMError(
-                f"{run_dir}: a run of that name exists; pick another --name or "
-                f"continue it with --resume {run_dir}"
-            )
-    created = not run_dir.exists()
-    try:
-        trainer = Trainer(cfg, run_dir, resume=resume, show_progress=not args.quiet, ctx=ctx)
-    except BankLLMError:  # bad data or config: leave no empty run folder behind
-        if created and ctx.is_main and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
-        raise
-    if ctx.is_main:
-        print(
-            f"bankllm: {trainer.metrics['n_params']:,} parameters, vocabulary "
-            f"{len(trainer.tokenizer)}, {len(trainer.split.train)} train / "
-            f"{len(trainer.split.val)} val conversations, {trainer.precision} on "
-            f"{trainer.device} ({platform.machine()}), world size {ctx.world_size}, run {run_dir}",
-            flush=True,
-        )
-    try:
-        code = trainer.train()
-    except OSError as exc:  # disk full, permissions changed mid-run, ...: every write is atomic
-        raise BankLLMError(
-            f"{exc.filename or run_dir}: cannot write ({exc.strerror or exc}); the files saved "
-            f"before are intact, fix the cause and continue with: bankllm train --resume {run_dir}"
-        ) from None
-    if ctx.is_main:
-        print_summary(run_dir, trainer.metrics)
-    return code

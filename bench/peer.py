@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bankllm.data import IGNORE_INDEX
 from bankllm.model import GPTConfig
 
 
@@ -57,5 +58,8 @@ def peer_loss(model: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     logits = model(input_ids=x).logits
     return F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, reduction="sum"
+        logits.float().view(-1, logits.size(-1)),
+        y.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bankllm.training import Trainer, accumulate_gradients, make_optimizer
+from bankllm.steps import accumulate_gradients, make_optimizer
+from bankllm.training import Trainer
 from bench import chapter
 from bench.train_speed import pick, representative
 from bench.workload import bench_config, contention, cpu_sample, load_workload

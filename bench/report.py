@@ -14,11 +14,11 @@ from bankllm.config import TrainConfig
 from bankllm.errors import BankLLMError
 from bankllm.fileio import read_json
 
-# the issue's targets: (key, description, threshold, higher is better)
+# the targets: (key, description, threshold, higher is better)
 TARGETS: tuple[tuple[str, str, float, bool], ...] = (
     ("bankllm_tokens_per_second", "bankllm default training tok/s", 8000.0, True),
-    # what the issue means by 8,000 tok/s ("about 1 TFLOP/s, a third of the matmul peak" of
-    # the AMX machine it was written on), measured against this machine's own peak
+    # the 8,000 tok/s target as a share of the matmul peak ("about 1 TFLOP/s, a third of the
+    # matmul peak" of an AMX machine), judged against this machine's own peak
     ("bankllm_share_of_peak", "bankllm default training, share of matmul peak", 1 / 3, True),
     ("recipe_speedup", "full recipe vs naive (projected)", 10.0, True),
     ("vs_peer_bf16", "tok/s vs transformers peer, bf16", 1.5, True),

@@ -2,8 +2,8 @@
 
 Every pipeline runs ``warmup`` untimed optimizer steps, then ``steps`` timed ones on the same
 batches of the workload, spread over the epoch's range of batch sizes, twice: the first pass
-meets most batch shapes for the first time (oneDNN builds its kernels for a new shape once,
-tens of ms), the second repeats them. The steady rate comes from the second pass; the first
+meets most batch shapes for the first time (oneDNN builds its kernels for a new shape once),
+the second repeats them. The steady rate comes from the second pass; the first
 pass's extra time, per new shape, is the one-time cost the recipe pays once per distinct
 shape. The timed steps are interleaved (round ``i`` runs step ``i`` of every pipeline), so
 load from other processes on a shared machine falls on all of them alike. Reported per
@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from bankllm.config import TrainConfig
-from bankllm.data import collate, plan_micro_batches
+from bankllm.data import IGNORE_INDEX, collate, plan_micro_batches
 from bankllm.precision import autocast, resolve_precision
-from bankllm.training import Trainer, make_optimizer
+from bankllm.steps import make_optimizer
+from bankllm.training import Trainer
 from bench import chapter, peer
 from bench.workload import Workload
 
@@ -202,7 +203,7 @@ def peer_pipeline(work: Workload, precision: str) -> Pipeline | dict[str, Any]:
             batch, work.train.lengths, cfg.micro_batch_size, cfg.micro_batch_tokens
         )
         parts = [collate(work.train, mb, tok.pad_id) for mb in plan]
-        tokens = sum(int((y != -100).sum()) for _, y in parts)
+        tokens = sum(int((y != IGNORE_INDEX).sum()) for _, y in parts)
         for x, y in parts:
             with autocast(device, precision):
                 loss = peer.peer_loss(model, x, y)

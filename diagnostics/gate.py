@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bankllm.errors import BankLLMError
+from bankllm.errors import EXIT_OK as EXIT_PASS
+from bankllm.errors import EXIT_REGRESSION, BankLLMError
 from bankllm.fileio import atomic_write_json, read_json, validate_json
 from bankllm.precision import machine_info
 from diagnostics.analyses.regression import (
@@ -39,7 +40,6 @@ DEFAULT_BASELINE = "reports/baseline.json"
 # Next to this module (not importlib.resources: that fails when an editable install predating
 # diagnostics/__init__.py made ``diagnostics`` a namespace package).
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "baseline.schema.json"
-EXIT_PASS, EXIT_REGRESSION, EXIT_UNUSABLE = 0, 1, 2
 _STYLE = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "bold yellow", "WARN": "yellow"}
 
 

@@ -304,8 +304,8 @@ def fitted_probes(probes: Any, split: Any) -> Any:
     """``(probes that fit the run, {kind: left out})``, or None without probes: a probe whose
     intent the train split lacks (when it has intent labels) or a DIR variant whose entity it
     never names is left out (``bankllm.probes.fit_probes``)."""
+    from bankllm.entities import mentioned_account_types
     from bankllm.probes import fit_probes
-    from bankllm.synth import mentioned_account_types
 
     if probes is None:
         return None

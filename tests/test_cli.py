@@ -190,3 +190,48 @@ def test_damaged_state_says_what_to_do(cli_run, capsys):
     code, _, err = _run_cli(["train", "--resume", str(cli_run)], capsys)
     assert code == 2 and err.count("\n") == 1
     assert "damaged" in err and err.rstrip().endswith("are a separate file)")
+
+
+def test_bankllm_never_imports_diagnostics():
+    code = (
+        "import pkgutil, importlib, sys\n"
+        "import bankllm\n"
+        "for m in pkgutil.walk_packages(bankllm.__path__, 'bankllm.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('diagnostics'))\n"
+        "assert not bad, bad\n"
+        "print(sum(m.startswith('bankllm.') for m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) >= 15  # every module was imported
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [("report", ["--run", "--report-dir"]), ("gate", ["--baseline", "--tolerance", "--update"])],
+)
+def test_report_and_gate_come_from_entry_points(command, options):
+    from importlib.metadata import entry_points
+
+    from bankllm.cli import COMMANDS_GROUP
+
+    names = {ep.name for ep in entry_points(group=COMMANDS_GROUP)}
+    assert command in names, (
+        f"entry point {COMMANDS_GROUP}:{command} not installed; reinstall: pip install -e ."
+    )
+    listing = subprocess.run(
+        [sys.executable, "-m", "bankllm", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert listing.returncode == 0 and f"    {command} " in listing.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "bankllm", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert all(option in proc.stdout for option in options)

@@ -11,7 +11,7 @@ from bankllm.data import (
     encode_corpus,
     epoch_batches,
     load_conversations,
-    normalized_conversation,
+    normalised_conversation,
     plan_micro_batches,
     split_conversations,
 )
@@ -29,8 +29,8 @@ def test_split_is_seeded_90_10_and_never_straddles_duplicates():
     b = split_conversations(convs, 0.1, seed=3)
     assert a.ids() == b.ids()
     assert abs(len(a.val) - 20) <= 1
-    train_texts = {normalized_conversation(c) for c in a.train}
-    assert not any(normalized_conversation(c) in train_texts for c in a.val)
+    train_texts = {normalised_conversation(c) for c in a.train}
+    assert not any(normalised_conversation(c) in train_texts for c in a.val)
     assert len(a.train_eval) == len(a.val)
     assert {c["id"] for c in a.train_eval} <= {c["id"] for c in a.train}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bankllm.data import load_conversations, split_conversations
+from bankllm.entities import mentioned_account_types
 from bankllm.probes import Probes, load_probes
-from bankllm.synth import mentioned_account_types
-from bankllm.tokenizer import normalize_text
+from bankllm.tokenizer import normalise_text
 from diagnostics.analyses._probes import collect_responses, probe_prompts
 from diagnostics.analyses.consistency import (
     Judge,
@@ -169,7 +169,7 @@ def test_judge_works_in_the_models_word_space(setup):
     split, _, judge = setup
     texts, intents = labelled_agent_turns(split.val)
     raw = [m["content"] for c in split.val for m in c["messages"] if m["role"] == "agent"]
-    assert texts[:5] == [normalize_text(t) for t in raw[:5]]
+    assert texts[:5] == [normalise_text(t) for t in raw[:5]]
     assert judge.predict(raw[:20]) == intents[:20]
 
 

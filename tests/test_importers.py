@@ -15,16 +15,14 @@ from hypothesis import strategies as st
 from bankllm.cli import main
 from bankllm.errors import BankLLMError
 from bankllm.fileio import load_schema, validate_json
-from bankllm.importers import (
+from bankllm.importers import import_chat_jsonl, import_csv, import_sgd
+from bankllm.normalisation import (
     SKIP_EMPTY,
     SKIP_NO_EXCHANGE,
     SKIP_NON_BANKS,
     SKIP_TOOL,
     SKIP_TRAILING_CUSTOMER,
     ImportResult,
-    import_chat_jsonl,
-    import_csv,
-    import_sgd,
 )
 
 REPO = Path(__file__).resolve().parents[1]

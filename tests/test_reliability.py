@@ -27,9 +27,10 @@ import torch
 import bankllm.fileio as fileio
 import bankllm.training as training
 from bankllm import checkpoints as ckpt
-from bankllm.errors import BankLLMError
+from bankllm.errors import EXIT_DIVERGED, BankLLMError
 from bankllm.model import GPT
-from bankllm.training import EXIT_DIVERGED, Trainer
+from bankllm.steps import evaluate
+from bankllm.training import Trainer
 from tests.conftest import make_conversations
 from tests.training_hooks import hooked_env, wait_for_state
 
@@ -213,7 +214,7 @@ def test_sigkill_while_writing_the_best_checkpoint_keeps_the_previous_best(
     from bankllm.data import encode_corpus
 
     val = encode_corpus(run.split.val, run.tokenizer, run.config.block_size)
-    got = training.evaluate(model, val, run.tokenizer.pad_id, torch.device("cpu"), "fp32")
+    got = evaluate(model, val, run.tokenizer.pad_id, torch.device("cpu"), "fp32")
     assert math.isclose(got, epoch1_val, rel_tol=1e-6)
 
     code, _, err = _bankllm(["train", "--resume", str(run_dir), "--quiet"], env)

@@ -12,6 +12,7 @@ import pytest
 
 from bankllm import synth
 from bankllm.cli import main
+from bankllm.entities import mentioned_account_types
 from bankllm.errors import BankLLMError
 from bankllm.fileio import load_schema, validate_json
 from bankllm.probes import Probes, load_probes
@@ -22,7 +23,6 @@ from bankllm.synth import (
     PAYEES,
     PHRASINGS,
     RANDOM_ANSWER_INTENTS,
-    mentioned_account_types,
     synthesize_corpus,
     synthesize_probes,
 )

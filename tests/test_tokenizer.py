@@ -3,7 +3,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bankllm.tokenizer import SPECIAL_TOKENS, Tokenizer, normalize_text, split_words
+from bankllm.tokenizer import SPECIAL_TOKENS, Tokenizer, normalise_text, split_words
 
 
 def test_splits_punctuation_and_digits_like_the_chapter_but_per_digit():
@@ -29,7 +29,7 @@ def test_splits_punctuation_and_digits_like_the_chapter_but_per_digit():
 @given(st.text(alphabet=string.ascii_letters + string.digits + " .,$?!'-\n", max_size=80))
 def test_round_trip_recovers_the_normalised_text(text):
     tok = Tokenizer.train([text])
-    assert tok.decode(tok.encode_text(text)) == normalize_text(text)
+    assert tok.decode(tok.encode_text(text)) == normalise_text(text)
 
 
 def test_unknown_words_map_to_unk_and_are_counted():

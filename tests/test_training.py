@@ -6,8 +6,9 @@ import torch
 from bankllm.checkpoints import load_run, read_metrics
 from bankllm.data import collate, encode_corpus
 from bankllm.model import GPT, GPTConfig
+from bankllm.steps import accumulate_gradients, lr_at
 from bankllm.tokenizer import Tokenizer
-from bankllm.training import Trainer, accumulate_gradients, lr_at
+from bankllm.training import Trainer
 from tests.conftest import make_conversations
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from bankllm.tokenizer import normalize_text
+from bankllm.tokenizer import normalise_text
 from diagnostics.analyses._probes import MAX_ROWS, NO_ANSWER, clip_answer, probe_prompts
 from diagnostics.decision import decide, rate
 from diagnostics.results import CheckResult, table, worst
@@ -60,8 +60,8 @@ def labelled_agent_turns(conversations: Iterable[Mapping[str, Any]]) -> tuple[li
     for conv in conversations:
         for m in conv["messages"]:
             intent = m.get("intent") or conv.get("intent")
-            if m["role"] == "agent" and intent and normalize_text(m["content"]):
-                texts.append(normalize_text(m["content"]))
+            if m["role"] == "agent" and intent and normalise_text(m["content"]):
+                texts.append(normalise_text(m["content"]))
                 labels.append(str(intent))
     return texts, labels
 
@@ -94,7 +94,7 @@ def train_judge(train: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str, A
     pipe.fit(x_train, y_train)
 
     def predict(texts: Sequence[str]) -> list[str]:
-        normal = [normalize_text(t) for t in texts]
+        normal = [normalise_text(t) for t in texts]
         todo = [i for i, t in enumerate(normal) if t]
         out = [NO_ANSWER] * len(normal)
         if todo:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bankllm.synth import mentioned_account_types
+from bankllm.entities import mentioned_account_types
 from diagnostics.analyses._probes import MAX_ROWS, clip_answer
 from diagnostics.decision import decide, rate
 from diagnostics.results import CheckResult, table, worst

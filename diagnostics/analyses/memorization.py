@@ -15,7 +15,7 @@ Three steps, kept apart so the analysis needs no model:
    train against val, value regurgitation, each beside a chance baseline (the same measures on
    the generations of an untrained model of the same config and seed).
 
-All texts are compared in the tokenizer's word space (:func:`bankllm.tokenizer.normalize_text`):
+All texts are compared in the tokenizer's word space (:func:`bankllm.tokenizer.normalise_text`):
 words, single digits and punctuation joined by single spaces.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bankllm.tokenizer import Tokenizer, normalize_text, split_words
+from bankllm.tokenizer import Tokenizer, normalise_text, split_words
 from diagnostics.decision import Verdict, decide, difference, rate
 from diagnostics.results import CheckResult, table, worst
 
@@ -109,7 +109,7 @@ class Generation:
 
 def _agent_turns(conversations: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping, int]]:
     return [(c, i) for c in conversations for i, m in enumerate(c["messages"])
-            if m["role"] == "agent" and normalize_text(m["content"])]
+            if m["role"] == "agent" and normalise_text(m["content"])]
 
 
 def _turn_items(split: str, turns: Sequence[tuple[Mapping, int]], tokenizer: Tokenizer,
@@ -123,7 +123,7 @@ def _turn_items(split: str, turns: Sequence[tuple[Mapping, int]], tokenizer: Tok
         shown = next((m["content"] for m in reversed(messages[:i]) if m["role"] == "customer"),
                      "")
         items.append(Item(split, "turn", str(conv["id"]), " ".join(tokenizer.vocab[t] for t in ids),
-                          normalize_text(messages[i]["content"]), shown))
+                          normalise_text(messages[i]["content"]), shown))
     return items
 
 
@@ -269,7 +269,7 @@ def training_values(conversations: Sequence[Mapping[str, Any]]) -> dict[str, int
     """Each value of :func:`extract_values` in the conversations -> how many contain it."""
     counts: Counter[str] = Counter()
     for conv in conversations:
-        text = " ".join(normalize_text(m["content"]) for m in conv["messages"])
+        text = " ".join(normalise_text(m["content"]) for m in conv["messages"])
         counts.update(set(extract_values(text)))
     return dict(counts)
 

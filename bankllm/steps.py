@@ -1,0 +1,107 @@
+"""What one optimizer step and one evaluation compute.
+
+AdamW with decoupled weight decay on weight matrices only; the cosine learning-rate schedule
+with linear warm-up and a floor; gradient accumulation normalised by the target tokens of the
+whole batch; the mean per-token loss of a corpus in eval mode. :mod:`bankllm.training` runs
+these in its loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from bankllm import distributed
+from bankllm.config import TrainConfig
+from bankllm.data import IGNORE_INDEX, EncodedCorpus, collate, plan_micro_batches
+from bankllm.model import GPT
+from bankllm.precision import autocast, inference
+
+
+def make_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (dim >= 2) only; biases and LayerNorms undecayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+
+
+def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, cosine to min_lr."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def evaluate(
+    model: GPT,
+    corpus: EncodedCorpus,
+    pad_id: int,
+    device: torch.device,
+    precision: str,
+    batch_size: int = 32,
+    ctx: distributed.Context | None = None,
+) -> float:
+    """Mean per-token loss of ``corpus`` in eval mode (dropout off); restores the mode after.
+
+    Under torchrun each process scores its share and the sums are added over processes.
+    """
+    ctx = ctx or distributed.Context()
+    order = ctx.shard(sorted(range(len(corpus)), key=lambda i: corpus.lengths[i]))
+    total, count = 0.0, 0
+    with inference(model, precision):
+        for start in range(0, len(order), batch_size):
+            x, y = collate(corpus, order[start : start + batch_size], pad_id)
+            x, y = x.to(device), y.to(device)
+            _, loss_sum = model(x, y, reduction="sum")
+            total += float(loss_sum)
+            count += int((y != IGNORE_INDEX).sum())
+    total, count = ctx.all_reduce_sum(total, count)
+    return total / max(count, 1)
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    corpus: EncodedCorpus,
+    batch: list[int],
+    micro_batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    precision: str,
+    token_count: int | None = None,
+    no_sync: Callable[[], Any] | None = None,
+    micro_batch_tokens: int = 0,
+) -> tuple[float, int, int]:
+    """Backpropagate one optimizer batch in micro-batches; return (sum loss, tokens, padded).
+
+    Each micro-batch's summed token loss is divided by ``token_count`` (default: the target
+    tokens of the whole batch), so the accumulated gradient is exactly the gradient of the
+    mean token loss over the batch, however it is cut into micro-batches
+    (:func:`~bankllm.data.plan_micro_batches`: ``micro_batch_size`` 0 cuts by tokens).
+    """
+    plan = plan_micro_batches(batch, corpus.lengths, micro_batch_size, micro_batch_tokens)
+    parts = [collate(corpus, mb, pad_id) for mb in plan]
+    tokens = sum(int((y != IGNORE_INDEX).sum()) for _, y in parts)
+    denominator = token_count if token_count is not None else tokens
+    loss_sum, padded = 0.0, 0
+    for i, (x, y) in enumerate(parts):
+        x, y = x.to(device), y.to(device)
+        padded += x.numel()
+        last = i == len(parts) - 1
+        with no_sync() if no_sync is not None and not last else nullcontext():
+            with autocast(device, precision):
+                _, loss = model(x, y, reduction="sum")
+            (loss / max(denominator, 1)).backward()
+        loss_sum += float(loss.detach())
+    return loss_sum, tokens, padded
