@@ -281,6 +281,24 @@ def probes(pytestconfig: pytest.Config) -> Any:
     return load_probes(path) if path.is_dir() else None
 
 
+@pytest.fixture(scope="session")
+def baseline_outcomes(pytestconfig: pytest.Config) -> dict[str, Any] | None:
+    """``{check: outcomes}`` that the ``--baseline`` file holds (``check_outcomes``, copied by
+    ``bankllm gate --update`` from a diagnostics report of the baseline's run), for the paired
+    change against the baseline (diagnostics.paired); None when the file is missing, unreadable
+    (the regression check says so) or older than that key."""
+    from diagnostics.gate import read_baseline
+
+    path = _path(pytestconfig, pytestconfig.option.bankllm_baseline)
+    if not path.is_file():
+        return None
+    try:
+        outcomes = read_baseline(path).get("check_outcomes")
+    except BankLLMError:
+        return None
+    return dict(outcomes) if isinstance(outcomes, dict) else None
+
+
 def no_probes_result(config: pytest.Config, name: str, used: dict[str, Any]) -> CheckResult:
     """The SKIP of a probe check whose ``--probes`` folder does not exist."""
     where = probes_dir(config)

@@ -20,6 +20,7 @@ from diagnostics.analyses.memorization import (
     model_source,
     training_values,
 )
+from diagnostics.paired import compare_with_baseline
 
 BATCH_SIZE = 128  # prompts per decoding batch: measured fastest on CPU (64-256 tried)
 
@@ -37,8 +38,9 @@ def untrained_model(run: Any) -> Any:
         return GPT(gpt_config(run.config, len(run.tokenizer))).eval()
 
 
-def test_memorization(bankllm_run, model, thresholds, diagnose):
-    """memorization gap EM_train - EM_val and value regurgitation, with chance baselines."""
+def test_memorization(bankllm_run, model, thresholds, baseline_outcomes, diagnose):
+    """memorization gap EM_train - EM_val and value regurgitation, with chance baselines, and
+    the gap's paired change against the baseline's outcomes on the same conversations."""
     from bankllm.precision import run_precision
 
     run = bankllm_run
@@ -55,4 +57,4 @@ def test_memorization(bankllm_run, model, thresholds, diagnose):
                                   len(run.split.train), used)
     result.values["precision"] = precision
     result.values["seconds"] = time.perf_counter() - start
-    diagnose(result)
+    diagnose(compare_with_baseline(result, baseline_outcomes))
