@@ -99,7 +99,7 @@ def _dir_probes(n: int = 20) -> Probes:
 def _dir_answers(probes: Probes, wrong: int = 0) -> dict[str, str]:
     """Faithful answers, except that the first ``wrong`` variants name the other account."""
     out = {}
-    for k, (rec, var) in enumerate((r, v) for r in probes.dir for v in r["variants"]):
+    for k, var in enumerate(v for r in probes.dir for v in r["variants"]):
         entity = var["entity"] if k >= wrong else next(e for e in ENTITIES if e != var["entity"])
         out[var["prompt"]] = f"your {entity} account balance is $ 1 0 ."
     return out
