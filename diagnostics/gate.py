@@ -140,6 +140,20 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def read_check_outcomes(path: str | Path) -> dict[str, Any] | None:
+    """The baseline's ``check_outcomes`` (``{check: outcomes}``), or None when the file is
+    missing, unreadable or older than that key: never an error (the regression check reports
+    a bad baseline)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        outcomes = read_baseline(path).get("check_outcomes")
+    except BankLLMError:
+        return None
+    return dict(outcomes) if isinstance(outcomes, dict) else None
+
+
 def write_baseline(path: str | Path, record: dict[str, Any]) -> Path:
     """Schema-check ``record`` (less its ``_``-prefixed working keys) and write it to ``path``
     atomically (never half a file)."""

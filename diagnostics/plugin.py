@@ -287,16 +287,9 @@ def baseline_outcomes(pytestconfig: pytest.Config) -> dict[str, Any] | None:
     ``bankllm gate --update`` from a diagnostics report of the baseline's run), for the paired
     change against the baseline (diagnostics.paired); None when the file is missing, unreadable
     (the regression check says so) or older than that key."""
-    from diagnostics.gate import read_baseline
+    from diagnostics.gate import read_check_outcomes
 
-    path = _path(pytestconfig, pytestconfig.option.bankllm_baseline)
-    if not path.is_file():
-        return None
-    try:
-        outcomes = read_baseline(path).get("check_outcomes")
-    except BankLLMError:
-        return None
-    return dict(outcomes) if isinstance(outcomes, dict) else None
+    return read_check_outcomes(_path(pytestconfig, pytestconfig.option.bankllm_baseline))
 
 
 def no_probes_result(config: pytest.Config, name: str, used: dict[str, Any]) -> CheckResult:
