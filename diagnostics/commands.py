@@ -33,4 +33,7 @@ def add_gate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=0.02, help="allowed relative increase")
     p.add_argument("--force", action="store_true", help="compare even if data or config differ")
     p.add_argument("--update", action="store_true", help="rewrite the baseline from the run")
+    p.add_argument("--report", default="reports/diagnostics.json", metavar="FILE",
+                   help="with --update: diagnostics report of the run whose probe outcomes the "
+                   "baseline keeps (default reports/diagnostics.json)")
     p.set_defaults(handler="diagnostics.gate:cli_gate")

@@ -3,7 +3,10 @@
 Exit codes of :func:`cli_gate`: 0 the run passes (``rel <= tolerance``), 1 it regressed (or
 diverged), 2 unusable input: a missing or malformed baseline, a missing run, or a run that
 cannot be compared (data hash, val set or model config differ, or the run has not finished)
-without ``--force``. ``--update`` rewrites the baseline from the run (atomically, schema-checked).
+without ``--force``. ``--update`` rewrites the baseline from the run (atomically,
+schema-checked), with the per-item outcomes of the probe checks when ``--report`` (default
+reports/diagnostics.json) is a diagnostics report of that run (``check_outcomes``: what their
+paired change against the baseline compares, diagnostics.paired).
 
 The baseline (``reports/baseline.json``, ``schemas/baseline.schema.json``) is the summary of a
 run that :func:`summarize_run` makes; the comparison is the pure
@@ -37,6 +40,9 @@ from diagnostics.analyses.regression import (
 from diagnostics.results import CheckResult, worst
 
 DEFAULT_BASELINE = "reports/baseline.json"
+DEFAULT_REPORT = "reports/diagnostics.json"
+# the checks whose per-item outcomes --update copies into the baseline (diagnostics.paired)
+OUTCOME_CHECKS = ("consistency", "faithfulness", "memorization")
 # Next to this module (not importlib.resources: that fails when an editable install predating
 # diagnostics/__init__.py made ``diagnostics`` a namespace package).
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "baseline.schema.json"
@@ -132,6 +138,20 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
     except BankLLMError as exc:
         raise BankLLMError(f"{exc}; fix it, or re{fix}") from None
     return data
+
+
+def read_check_outcomes(path: str | Path) -> dict[str, Any] | None:
+    """The baseline's ``check_outcomes`` (``{check: outcomes}``), or None when the file is
+    missing, unreadable or older than that key: never an error (the regression check reports
+    a bad baseline)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        outcomes = read_baseline(path).get("check_outcomes")
+    except BankLLMError:
+        return None
+    return dict(outcomes) if isinstance(outcomes, dict) else None
 
 
 def write_baseline(path: str | Path, record: dict[str, Any]) -> Path:
@@ -323,9 +343,91 @@ def summarize_group(group_dir: str | Path, members: list[Path],
     return record
 
 
+def _same_path(shown: Any, wanted: Path) -> bool:
+    return isinstance(shown, str) and bool(shown) and Path(shown).resolve() == wanted.resolve()
+
+
+def report_outcomes(report_path: str | Path, run_dir: str | Path, trained: str,
+                    reference: str | None = None) -> tuple[dict[str, Any] | None, str]:
+    """The per-item ``outcomes`` of the checks of :data:`OUTCOME_CHECKS` in the diagnostics
+    report at ``report_path``, when that report is of ``run_dir`` (its ``run.path``, resolved)
+    and not older than the run (``trained``, ISO 8601); for a seed group (``reference``: the
+    member the baseline keeps), the report of the group, taking that member's results, or of
+    that member alone. Returns ``(outcomes, "")`` or ``(None, why not)``."""
+    path, run_dir = Path(report_path), Path(run_dir)
+    if not path.is_file():
+        return None, f"no diagnostics report at {path}"
+    try:
+        report = read_json(path, "diagnostics report")
+        summary = report["run"]
+        checks = {c["name"]: c for c in report["checks"]}
+        created = datetime.fromisoformat(str(report["created"]))
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+    except (BankLLMError, KeyError, TypeError, ValueError) as exc:
+        return None, f"{path} is not a readable diagnostics report ({exc})"
+    group = summary.get("group") if isinstance(summary.get("group"), dict) else None
+    member = None  # the key of the reference member's result in a group report
+    if reference is None:
+        same = group is None and _same_path(summary.get("path"), run_dir)
+    elif group is not None:
+        same, member = _same_path(group.get("path"), run_dir), reference
+    else:
+        same = _same_path(summary.get("path"), run_dir / reference)
+    if not same:
+        shown = (group or {}).get("path") or summary.get("path")
+        return None, f"{path} is the report of another run ({shown})"
+    if created < datetime.fromisoformat(trained.replace("Z", "+00:00")):
+        return None, f"{path} is older than the run (made {report['created']})"
+    outcomes: dict[str, Any] = {}
+    for name in OUTCOME_CHECKS:
+        result = checks.get(name) or {}
+        if member is not None:
+            result = ((result.get("details") or {}).get("members") or {}).get(member) or {}
+        found = (result.get("details") or {}).get("outcomes")
+        if isinstance(found, dict) and found.get("identity"):
+            outcomes[name] = found
+    if not outcomes:
+        return None, f"{path} holds no outcomes of {', '.join(OUTCOME_CHECKS)} (SKIPped?)"
+    return outcomes, ""
+
+
+def _add_outcomes(run: dict[str, Any], run_dir: Any, report: Path | None,
+                  console: Any) -> None:
+    """Put the matching report's check outcomes into the baseline record ``run``, or say in
+    one line why the checks will have no change against it and how to get one."""
+    if report is None:
+        return
+    group = run.get("seed_group")
+    reference = group["reference"] if group else None
+    outcomes, why = report_outcomes(report, run_dir, run["trained"], reference)
+    if outcomes is not None:
+        section = baseline_schema()["properties"]["check_outcomes"]
+        try:
+            validate_json(outcomes, section, f"{report}: outcomes")
+        except BankLLMError as exc:
+            outcomes, why = None, str(exc)
+    if outcomes is None:
+        console.print(f"[yellow]note[/]: {why}: the probe comparison (the checks' change "
+                      "against the baseline) will be unavailable; to get it, run `pytest "
+                      f"diagnostics --run {run_dir}` first, then this command again",
+                      soft_wrap=True)
+        return
+    run["check_outcomes"] = outcomes
+    run["check_outcomes_report"] = {"path": str(report), "created": _report_created(report)}
+    console.print(f"probe outcomes of {', '.join(outcomes)} copied from {report}: the "
+                  "diagnostics will report their paired change against this baseline",
+                  soft_wrap=True)
+
+
+def _report_created(report: Path) -> str:
+    return str(read_json(report, "diagnostics report").get("created", ""))
+
+
 def _update(run: dict[str, Any], run_dir: Any, path: Path, force: bool, tolerance: float,
-            console: Any) -> int:
+            console: Any, report: Path | None = None) -> int:
     _check_baseline_run(run, run_dir, force)
+    _add_outcomes(run, run_dir, report, console)
     best = run["best_val_loss"]
     old = None
     if path.exists():
@@ -374,11 +476,16 @@ def cli_gate(args: Any) -> int:
         return _cli_group(args, members, path, tolerance, console)
     run = summarize_run(args.run)
     if args.update:
-        return _update(run, args.run, path, args.force, tolerance, console)
+        return _update(run, args.run, path, args.force, tolerance, console, _report_arg(args))
     baseline = read_baseline(path)
     result = analyse_regression(run, baseline, tolerance, args.force)
     render(result, console, args.run, path)
     return _exit(result)
+
+
+def _report_arg(args: Any) -> Path:
+    """``--report FILE``: the diagnostics report --update takes check outcomes from."""
+    return Path(getattr(args, "report", None) or DEFAULT_REPORT)
 
 
 def _exit(result: CheckResult) -> int:
@@ -393,7 +500,8 @@ def _cli_group(args: Any, members: list[Path], path: Path, tolerance: float,
                console: Any) -> int:
     if args.update:
         record = summarize_group(args.run, members, args.force)
-        return _update(record, args.run, path, args.force, tolerance, console)
+        return _update(record, args.run, path, args.force, tolerance, console,
+                       _report_arg(args))
     baseline = read_baseline(path)
     results = []
     for member in members:

@@ -340,6 +340,17 @@ def probes_that_fit(config: pytest.Config, name: str, probes: Any, fitted: Any,
     return kept, None, note
 
 
+@pytest.fixture(scope="session")
+def baseline_outcomes(pytestconfig: pytest.Config) -> dict[str, Any] | None:
+    """``{check: outcomes}`` that the ``--baseline`` file holds (``check_outcomes``, copied by
+    ``bankllm gate --update`` from a diagnostics report of the baseline's run), for the paired
+    change against the baseline (diagnostics.paired); None when the file is missing, unreadable
+    (the regression check says so) or older than that key."""
+    from diagnostics.gate import read_check_outcomes
+
+    return read_check_outcomes(_path(pytestconfig, pytestconfig.option.bankllm_baseline))
+
+
 def no_probes_result(config: pytest.Config, name: str, used: dict[str, Any]) -> CheckResult:
     """The SKIP of a probe check whose ``--probes`` folder does not exist."""
     where = probes_dir(config)

@@ -1,5 +1,6 @@
 """Faithfulness: DIR entity swaps of ``--probes`` answered about exactly the requested entity,
-by greedy answer and by the model's probability of that entity (docs/diagnostics.md)."""
+by greedy answer and by the model's probability of that entity (docs/diagnostics.md); with the
+paired change against the baseline's outcomes on the same probes (diagnostics.paired)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from diagnostics.analyses.faithfulness import (
     analyse_faithfulness,
     entity_decision_points,
 )
+from diagnostics.paired import compare_with_baseline
 from diagnostics.plugin import probes_that_fit
 
 
@@ -35,7 +37,7 @@ def entity_probabilities(run: Any, model: Any, points: list) -> dict[str, float]
 
 
 def test_faithfulness(pytestconfig, bankllm_run, model, probes, fitted_probes, probe_answers,
-                      thresholds, diagnose):
+                      thresholds, baseline_outcomes, diagnose):
     """An entity-swapped request is answered about exactly the requested entity."""
     used = thresholds.for_check(NAME)
     kept, skip, note = probes_that_fit(pytestconfig, NAME, probes, fitted_probes, ("dir",), used)
@@ -46,4 +48,4 @@ def test_faithfulness(pytestconfig, bankllm_run, model, probes, fitted_probes, p
     result = analyse_faithfulness(kept, answers, used, entity_probs=probs)
     if note:
         result.details.setdefault("notes", []).append(note)
-    diagnose(result)
+    diagnose(compare_with_baseline(result, baseline_outcomes))

@@ -19,12 +19,15 @@ from diagnostics.analyses.memorization import (
     model_source,
     training_values,
 )
+from diagnostics.paired import compare_with_baseline
 
 BATCH_SIZE = 128  # prompts per decoding batch: measured fastest on CPU (64-256 tried)
 
 
-def test_memorization(bankllm_run, model, untrained_model, thresholds, diagnose):
-    """Memorization gap EM_train - EM_val and value regurgitation, with chance baselines."""
+def test_memorization(bankllm_run, model, untrained_model, thresholds, baseline_outcomes,
+                      diagnose):
+    """Memorization gap EM_train - EM_val and value regurgitation, with chance baselines, and
+    the gap's paired change against the baseline's outcomes on the same conversations."""
     from bankllm.precision import run_precision
 
     run = bankllm_run
@@ -41,4 +44,4 @@ def test_memorization(bankllm_run, model, untrained_model, thresholds, diagnose)
                                   len(run.split.train), used)
     result.values["precision"] = precision
     result.values["seconds"] = time.perf_counter() - start
-    diagnose(result)
+    diagnose(compare_with_baseline(result, baseline_outcomes))

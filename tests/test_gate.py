@@ -344,3 +344,92 @@ def test_other_training_seed_on_the_same_split_is_compared_not_refused(trained, 
     assert code == 0 and err == "" and "REFUSED" not in out
     assert "verdict: PASS" in out or "verdict: WARN" in out
     assert "recipe differs" not in out  # the training seed is not a recipe change
+
+
+# --------------------------------------------------------------------------- check outcomes
+
+OUTCOMES = {
+    "faithfulness": {"identity": "0123456789abcdef",
+                     "dir": {"dir-000/checking": 1, "dir-000/savings": 0}},
+    "memorization": {"identity": "fedcba9876543210",
+                     "val": {"c1": [1, 2]}, "train": {"c2": [2, 2]}},
+}
+
+
+def _report(path: Path, run_path: Path | str, created: str = "2999-01-01T00:00:00+00:00",
+            group: dict | None = None, member: str | None = None) -> Path:
+    """A minimal diagnostics report of ``run_path`` holding OUTCOMES (under ``member`` of a
+    seed group's pooled results when given)."""
+    checks = []
+    for name, outcomes in OUTCOMES.items():
+        details: dict[str, Any] = {"outcomes": outcomes}
+        if member is not None:
+            details = {"members": {member: {"name": name, "details": details}}}
+        checks.append({"name": name, "status": "PASS", "reason": "", "details": details})
+    run: dict[str, Any] = {"path": str(run_path)}
+    if group is not None:
+        run["group"] = group
+    path.write_text(json.dumps({"created": created, "run": run, "checks": checks}))
+    return path
+
+
+def test_update_copies_the_check_outcomes_of_a_report_of_the_same_run(run, tmp_path, capsys):
+    from diagnostics.gate import read_baseline, read_check_outcomes
+
+    report = _report(tmp_path / "diagnostics.json", run.resolve())
+    path = tmp_path / "b.json"
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(path), "--update",
+                         "--report", str(report))
+    assert code == 0 and "probe outcomes of faithfulness, memorization copied" in out
+    data = read_baseline(path)  # schema-checked
+    assert data["check_outcomes"] == OUTCOMES
+    assert data["check_outcomes_report"]["path"] == str(report)
+    assert read_check_outcomes(path) == OUTCOMES
+
+
+@pytest.mark.parametrize("why", ["another run", "no report", "stale"])
+def test_update_without_a_report_of_the_run_says_so_in_one_line(run, tmp_path, capsys, why):
+    from diagnostics.gate import read_baseline
+
+    report = tmp_path / "diagnostics.json"
+    if why == "another run":
+        _report(report, tmp_path / "other-run")
+        expected = "report of another run"
+    elif why == "stale":
+        _report(report, run.resolve(), created="2000-01-01T00:00:00+00:00")
+        expected = "older than the run"
+    else:
+        expected = "no diagnostics report at"
+    path = tmp_path / "b.json"
+    code, out, _ = _gate(capsys, "--run", str(run), "--baseline", str(path), "--update",
+                         "--report", str(report))
+    assert code == 0 and "check_outcomes" not in read_baseline(path)
+    lines = [ln for ln in out.splitlines() if "probe comparison" in ln]
+    assert len(lines) == 1 and expected in lines[0]
+    assert f"pytest diagnostics --run {run}" in lines[0] and "unavailable" in lines[0]
+
+
+def test_a_group_report_gives_the_reference_members_outcomes(tmp_path):
+    from diagnostics.gate import report_outcomes
+
+    group = tmp_path / "g"
+    report = _report(tmp_path / "r.json", group / "seed-0",
+                     group={"path": str(group.resolve()), "members": ["seed-0", "seed-1"]},
+                     member="seed-1")
+    got, why = report_outcomes(report, group, "2020-01-01T00:00:00Z", reference="seed-1")
+    assert got == OUTCOMES and why == ""
+    got, why = report_outcomes(report, group, "2020-01-01T00:00:00Z", reference="seed-2")
+    assert got is None and "no outcomes" in why
+    got, why = report_outcomes(report, tmp_path / "h", "2020-01-01T00:00:00Z",
+                               reference="seed-1")
+    assert got is None and "another run" in why
+
+
+def test_old_missing_or_malformed_baselines_have_no_check_outcomes(baseline, tmp_path):
+    from diagnostics.gate import read_check_outcomes
+
+    committed = Path(__file__).resolve().parents[1] / "reports" / "baseline.json"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    for path in (committed, baseline, tmp_path / "missing.json", bad):
+        assert read_check_outcomes(path) is None

@@ -19,6 +19,7 @@ from typing import Any
 from bankllm.tokenizer import normalise_text
 from diagnostics.analyses._probes import MAX_ROWS, NO_ANSWER, clip_answer, probe_prompts
 from diagnostics.decision import decide, rate
+from diagnostics.paired import identity
 from diagnostics.results import CheckResult, table, worst
 
 NAME = "consistency"
@@ -223,6 +224,13 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
     details: dict[str, Any] = {
         "failures": {"inv": failures_inv, "mft": failures_mft}, "tables": [], "notes": [],
         "decisions": decisions,
+        # per item, for the paired change against the baseline (diagnostics.paired)
+        "outcomes": {
+            "identity": identity({"inv": probes.inv, "mft": probes.mft}),
+            "inv": {g["id"]: [a, n] for g, a, n in zip(probes.inv, group_agree, group_pairs,
+                                                        strict=True)},
+            "mft": {r["id"]: int(intent[r["prompt"]] == r["intent"]) for r in probes.mft},
+        },
     }
 
     def pct(x: float | None) -> str | None:

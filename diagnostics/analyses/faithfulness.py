@@ -17,6 +17,7 @@ from typing import Any
 from bankllm.entities import mentioned_account_types
 from diagnostics.analyses._probes import MAX_ROWS, clip_answer
 from diagnostics.decision import decide, rate
+from diagnostics.paired import identity
 from diagnostics.results import CheckResult, table, worst
 
 NAME = "faithfulness"
@@ -77,6 +78,7 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     by_intent: dict[str, tuple[list[int], list[int]]] = {}
     per_entity: dict[str, list[int]] = {}
     failures: list[dict[str, Any]] = []
+    outcomes: dict[str, int] = {}  # "<probe id>/<entity>" -> 1 if faithful
     swapped = 0  # names another entity instead of the requested one
     for rec in probes.dir:
         good = 0
@@ -85,6 +87,7 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
             named = mentioned_account_types(answer)
             ok = named == [var["entity"]]
             good += ok
+            outcomes[f"{rec['id']}/{var['entity']}"] = int(ok)
             per_entity.setdefault(var["entity"], [0, 0])
             per_entity[var["entity"]][0] += ok
             per_entity[var["entity"]][1] += 1
@@ -140,7 +143,9 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
             for k, (est, v) in prob_intents.items()}
         decisions["entity_probability"] = prob_verdict[1].rule
     details: dict[str, Any] = {"failures": failures, "tables": [], "notes": [],
-                               "decisions": decisions}
+                               "decisions": decisions,
+                               "outcomes": {"identity": identity({"dir": probes.dir}),
+                                            "dir": outcomes}}
     details["tables"].append(table(
         "faithfulness per intent", ["intent", "share", "95% interval", "probes", "verdict"],
         [(k, _pct(e.value), f"{_pct(e.low)} - {_pct(e.high)}", e.n, intent_verdicts[k].status)

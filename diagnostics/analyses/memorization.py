@@ -33,6 +33,7 @@ import numpy as np
 
 from bankllm.tokenizer import Tokenizer, normalise_text, split_words
 from diagnostics.decision import Verdict, decide, difference, rate
+from diagnostics.paired import identity
 from diagnostics.results import CheckResult, table, worst
 
 NAME = "memorization"
@@ -323,16 +324,31 @@ def _measure(gens: Sequence[Generation], ratio: float, train_values: Mapping[str
     return r
 
 
-def _hits_by_conversation(gens: Sequence[Generation], split: str) -> tuple[list, list]:
-    """Exact-match hits and agent turns per conversation of ``split`` (the clusters of the
-    gap's bootstrap: turns of one conversation are not independent)."""
-    hits: dict[str, int] = {}
-    turns: dict[str, int] = {}
+def _by_conversation(gens: Sequence[Generation], split: str) -> dict[str, list[int]]:
+    """``{conversation id: [exact-match hits, agent turns]}`` of ``split`` (the clusters of
+    the gap's bootstrap: turns of one conversation are not independent)."""
+    out: dict[str, list[int]] = {}
     for g in gens:
         if g.item.kind == "turn" and g.item.split == split:
-            hits[g.item.conv_id] = hits.get(g.item.conv_id, 0) + (g.generated == g.item.expected)
-            turns[g.item.conv_id] = turns.get(g.item.conv_id, 0) + 1
-    return [hits[c] for c in turns], [turns[c] for c in turns]
+            cell = out.setdefault(g.item.conv_id, [0, 0])
+            cell[0] += g.generated == g.item.expected
+            cell[1] += 1
+    return out
+
+
+def _hits_by_conversation(gens: Sequence[Generation], split: str) -> tuple[list, list]:
+    """Exact-match hits and agent turns per conversation of ``split``, as two lists."""
+    cells = list(_by_conversation(gens, split).values())
+    return [h for h, _ in cells], [n for _, n in cells]
+
+
+def _outcomes(gens: Sequence[Generation]) -> dict[str, Any]:
+    """Per-conversation ``[EM hits, turns]`` of train and val, for the paired change against
+    the baseline (diagnostics.paired); the identity is that of the val prompts asked."""
+    val = sorted((g.item.conv_id, g.item.prompt, g.item.expected) for g in gens
+                 if g.item.kind == "turn" and g.item.split == "val")
+    return {"identity": identity(val), "train": _by_conversation(gens, "train"),
+            "val": _by_conversation(gens, "val")}
 
 
 def _examples(gens: Sequence[Generation], train_values: Mapping[str, int], public: int,
@@ -463,6 +479,7 @@ def analyse_memorization(
     examples = _examples(generations, train_values, public)
     details: dict[str, Any] = {
         "rates": {"train": train, "val": val, "chance": base},
+        "outcomes": _outcomes(generations),
         "examples": examples,
         "decisions": {"gap": gap_verdict.rule, **({"regurgitation": reg_verdict.rule}
                                                    if reg_verdict.rule else {})},
