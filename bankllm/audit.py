@@ -314,9 +314,18 @@ def audit_corpus(conversations: Sequence[dict[str, Any]], near_ratio: float = NE
                  audit_intents(conversations, near_ratio, max_examples))
 
 
+def _side(hits: int, n: int, line: float) -> str:
+    """Where the Wilson interval of ``hits`` in ``n`` lies against ``line``."""
+    low, high = wilson(hits, n)
+    if n == 0:
+        return "nothing to compare"
+    return "ABOVE the line" if low > line else "below the line" if high <= line else "inconclusive"
+
+
 def cli_audit(args: Any) -> int:
-    """``bankllm data audit FILE``: print the audit; 1 when a share's interval lies above its
-    line, else 0 (bad input: :class:`~bankllm.errors.BankLLMError`, exit 2)."""
+    """``bankllm data audit FILE``: print the audit; 1 when a share's interval lies wholly above
+    its line (the entity-mismatch share overall or of one intent label, the intent-conflict
+    share), else 0. Bad input raises :class:`~bankllm.errors.BankLLMError` (exit 2)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -325,53 +334,52 @@ def cli_audit(args: Any) -> int:
     if args.examples < 0:
         raise BankLLMError(f"--examples must be >= 0, got {args.examples}")
     audit = audit_corpus(load_conversations(args.file), max_examples=args.examples)
+    ent, its = audit.entities, audit.intents
     console = Console()
     summary = Table(title=f"{args.file}: data consistency ({audit.conversations} "
                           f"conversations, {audit.exchanges} exchanges)")
-    for column in ("finding", "count", "share", "95% CI (Wilson)", "line", "status"):
+    for column in ("finding", "count", "share", "95% CI (Wilson)", "line", "where"):
         summary.add_column(column)
     above = False
-    findings = (
-        ("entity mismatch", audit.entities.mismatched, audit.entities.eligible,
-         "eligible exchanges", MAX_ENTITY_MISMATCH),
-        ("intent conflict", audit.intents.conflicting, audit.intents.clusters,
-         "near-identical clusters", MAX_INTENT_CONFLICT),
-    )
-    for name, k, n, unit, line in findings:
+
+    def row(name: str, k: int, n: int, unit: str, line: float, judged: bool = True) -> None:
+        nonlocal above
         low, high = wilson(k, n)
-        if n == 0:
-            status = "nothing to compare"
-        elif low > line:
-            status, above = "ABOVE the line", True
-        elif high <= line:
-            status = "below the line"
-        else:
-            status = "inconclusive"
-        share = f"{k / n:.1%}" if n else "-"
-        summary.add_row(name, f"{k} / {n} {unit}", share,
-                        f"{low:.1%} to {high:.1%}" if n else "-", f"{line:.0%}", status)
-    for kind, counts in audit.entities.per_kind.items():
-        skipped = audit.entities.not_echoing.get(kind)
-        note = f" (not compared: {', '.join(skipped)})" if skipped else ""
-        summary.add_row(f"  {kind}", f"{counts['mismatched']} / {counts['eligible']}"
-                        + note, "", "", "", "")
+        side = _side(k, n, line)
+        above = above or (judged and side == "ABOVE the line")
+        summary.add_row(name, f"{k} / {n} {unit}", f"{k / n:.1%}" if n else "-",
+                        f"{low:.1%} to {high:.1%}" if n else "-", f"{line:.0%}",
+                        side if judged or side == "ABOVE the line" else "")
+
+    row("entity mismatch", ent.mismatched, ent.eligible, "eligible exchanges",
+        MAX_ENTITY_MISMATCH)
+    for label, hits in sorted(ent.by_intent.items(), key=lambda kv: -sum(kv[1]) / len(kv[1])):
+        if sum(hits):  # an intent counts only when it lies above the line
+            row(f"  intent {label}", sum(hits), len(hits), "", MAX_ENTITY_MISMATCH, False)
+            above = above or _side(sum(hits), len(hits), MAX_ENTITY_MISMATCH) == "ABOVE the line"
+    for kind, counts in ent.per_kind.items():
+        skipped = ent.not_echoing.get(kind)
+        note = f"not compared: {', '.join(skipped)}" if skipped else ""
+        summary.add_row(f"  {kind}", f"{counts['mismatched']} / {counts['eligible']}", "", "",
+                        "", note)
+    row("intent conflict", its.conflicting, its.clusters, "near-identical clusters",
+        MAX_INTENT_CONFLICT)
     console.print(summary)
-    if audit.entities.examples:
+    if ent.examples:
         table = Table(title="Entity mismatches (worst first)")
-        for column in ("conversation", "intent", "kind", "asked", "answered", "customer",
-                       "agent"):
+        for column in ("exchange", "intent", "kind", "asked", "answered", "customer", "agent"):
             table.add_column(column)
-        for ex in audit.entities.examples:
+        for ex in ent.examples:
             table.add_row(f"{ex['conversation']}#{ex['exchange']}", ex["intent"] or UNLABELLED,
                           ", ".join(ex["kinds"]), ex["asked"], ex["answered"], ex["customer"],
                           ex["agent"])
         console.print(table)
-    if audit.intents.examples:
+    if its.examples:
         table = Table(title="Conflicting intents on near-identical customer turns (worst first)")
-        for column in ("turns", "intents", "customer turns", "conversations"):
+        for column in ("turns", "intents", "customer turns", "exchanges"):
             table.add_column(column)
-        for ex in audit.intents.examples:
+        for ex in its.examples:
             table.add_row(str(ex["turns"]), ex["intents"], ex["texts"], ex["conversations"])
         console.print(table)
+    console.print("ABOVE a line: exit 1" if above else "nothing above the lines: exit 0")
     return 1 if above else 0
-
