@@ -11,7 +11,7 @@ table from the corpus alone. Definitions (docs/diagnostics.md, ``data_consistenc
   else, for a conversation's first exchange only, the conversation's ``intent``; else none.
 * **Entity kinds** compared: ``account_type`` (checking / savings / credit card, as
   :func:`bankllm.synth.mentioned_account_types` finds them), ``amount`` (``$`` amounts compared
-  as numbers: ``$1,250`` equals ``$1,250.00``) and ``payee`` (a name from the corpus's
+  to the cent: ``$1,250`` equals ``$1,250.00``) and ``payee`` (a name from the corpus's
   ``slots["payee"]`` values, or a capitalised word right after to / for / pay / paid / paying /
   send / sent, months and weekdays excepted).
 * An exchange is **eligible** for a kind when the customer turn names exactly one entity of that
@@ -115,7 +115,7 @@ def _money(text: str) -> set[str]:
     amounts = set()
     for whole, cents in _MONEY_RE.findall(text):
         try:
-            amounts.add(str(Decimal(whole.replace(",", "") + (cents or "")).normalize()))
+            amounts.add(f"${Decimal(whole.replace(',', '') + (cents or '')):,.2f}")
         except InvalidOperation:  # pragma: no cover - the regex only matches numbers
             continue
     return amounts
