@@ -21,7 +21,7 @@ from diagnostics.decision import decide, rate
 from diagnostics.results import CheckResult, table, worst
 
 NAME = "data_consistency"
-ORDER = 5  # place in the report: the data comes before anything trained on it
+ORDER = 35  # place in the report: beside leakage, the other check of the data itself
 # one source: the CLI (bankllm data audit) uses the same constants
 DEFAULTS = {"max_entity_mismatch": MAX_ENTITY_MISMATCH, "max_intent_conflict": MAX_INTENT_CONFLICT,
             "near_ratio": NEAR_RATIO, "echo_min_share": ECHO_MIN_SHARE}
