@@ -149,7 +149,11 @@ class EntityAudit:
 
 def audit_entities(conversations: Sequence[dict[str, Any]], echo_min_share: float = ECHO_MIN_SHARE,
                    max_examples: int = MAX_EXAMPLES) -> EntityAudit:
-    """Exchanges whose answer names an entity other than the one the customer asked about."""
+    """Exchanges whose answer names an entity other than the one the customer asked about.
+
+    Examples (at most ``max_examples``) worst first: most kinds mismatched, then the most
+    frequent (kind, asked, answered) pattern (a systematic error before a one-off), then
+    corpus order."""
     payees = payee_names(conversations)
     items = exchanges(conversations)
     # kind -> per exchange: (asked, answered) when comparable, else None
@@ -236,7 +240,10 @@ def _near_pairs(texts: Sequence[str], cutoff: float) -> Iterable[tuple[int, int]
 
 def audit_intents(conversations: Sequence[dict[str, Any]], near_ratio: float = NEAR_RATIO,
                   max_examples: int = MAX_EXAMPLES) -> IntentAudit:
-    """Clusters of near-identical labelled customer turns and those whose labels conflict."""
+    """Clusters of near-identical labelled customer turns and those whose labels conflict.
+
+    Examples (at most ``max_examples``) worst first: most turns outside the cluster's majority
+    label, then the largest cluster; each shows one turn per label."""
     out = IntentAudit()
     turns: dict[str, list[tuple[str, Exchange]]] = defaultdict(list)  # normal form -> turns
     for ex in exchanges(conversations):
