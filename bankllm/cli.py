@@ -70,7 +70,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="make, import and inspect corpus files")
     data_sub = p.add_subparsers(dest="data_command", required=True,
-                                metavar="{synth,stats,import,probes}")
+                                metavar="{synth,stats,import,audit,probes}")
 
     synth = data_sub.add_parser("synth", help="generate the bundled synthetic banking corpus")
     synth.add_argument("--seed", type=int, default=0)
@@ -101,6 +101,22 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     probes.add_argument("--check", required=True, metavar="DIR",
                         help="folder of inv.jsonl, dir.jsonl, mft.jsonl: list every bad record")
     probes.set_defaults(handler="bankllm.probes:cli_check_probes")
+    _add_data_audit(data_sub)
+
+
+def _add_data_audit(data_sub: argparse._SubParsersAction) -> None:
+    audit = data_sub.add_parser(
+        "audit",
+        help="label noise in a corpus: answers naming another entity, conflicting intents",
+        description="Audit a corpus before training: agent answers that name another account "
+        "type, amount or payee than their customer turn asked about, and near-identical "
+        "customer turns labelled with different intents, each as a share with its 95% Wilson "
+        "interval and examples (docs/diagnostics.md, data_consistency). Exit status: 0 when "
+        "no share lies above its line (5%), 1 when one does, 2 for bad input.",
+    )
+    audit.add_argument("file", help="corpus JSONL")
+    audit.add_argument("--examples", type=int, default=10, help="examples shown per finding")
+    audit.set_defaults(handler="bankllm.audit:cli_audit")
 
 
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
