@@ -21,7 +21,7 @@ table from the corpus alone. Definitions (docs/diagnostics.md, ``data_consistenc
   asked about a withdrawal, is not compared). It is a **mismatch** when none of the agent's
   entities of that kind is the customer's. The exchange counts once however many kinds it is
   eligible for, and is a mismatch when any kind mismatches.
-* Customer turns with an intent label are normalised (:func:`bankllm.tokenizer.normalize_text`);
+* Customer turns with an intent label are normalised (:func:`bankllm.tokenizer.normalise_text`);
   two are **near-identical** when equal or their ``rapidfuzz`` ratio is at least ``near_ratio``.
   A **cluster** is a connected group of near-identical turns with at least two turns; it
   **conflicts** when its turns carry more than one intent label (equivalently: some pair of
@@ -42,10 +42,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bankllm.entities import mentioned_account_types
+from bankllm.entities import MONTHS, mentioned_account_types
 from bankllm.errors import BankLLMError
-from bankllm.synth import MONTHS
-from bankllm.tokenizer import normalize_text
+from bankllm.tokenizer import normalise_text
 
 MAX_ENTITY_MISMATCH = 0.05
 """Line for the share of eligible exchanges whose answer names another entity. Label noise of
@@ -250,7 +249,7 @@ def audit_intents(conversations: Sequence[dict[str, Any]], near_ratio: float = N
     for ex in exchanges(conversations):
         if ex.intent:
             out.labelled_turns += 1
-            turns[normalize_text(ex.customer)].append((ex.intent, ex))
+            turns[normalise_text(ex.customer)].append((ex.intent, ex))
     texts = sorted(turns)
     parent = list(range(len(texts)))
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 import re
 
 ACCOUNT_TYPES: tuple[str, ...] = ("checking", "savings", "credit card")
+MONTHS: tuple[str, ...] = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)
 """The account types a request can name; ``slots["account_type"]`` is one of these."""
 
 ENTITY_PATTERNS: dict[str, re.Pattern[str]] = {

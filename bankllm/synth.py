@@ -33,15 +33,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from bankllm.entities import ACCOUNT_TYPES
+from bankllm.entities import ACCOUNT_TYPES, MONTHS
 
 CARD_TYPES: tuple[str, ...] = ("debit card", "credit card")
 PAYEES: tuple[str, ...] = (
     "Alex", "Maria", "John", "Sarah", "David", "Emma", "Chris", "Laura", "Sam", "Nina",
-)
-MONTHS: tuple[str, ...] = (
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
 )
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 CURRENCIES: dict[str, tuple[float, float]] = {
@@ -292,12 +288,17 @@ CHAPTER_NOVEL_PROMPT = "What is your overdraft fee?"
 
 # DIR triples: intents whose request names an account type, and how many slot draws per
 # held-out template (balance requests have no other slot, so one draw each).
+# Probe set sizes: enough items that the 95% intervals of the probe checks decide a line on
+# a healthy run (docs/diagnostics.md); the probes are held out of the corpus, so their number
+# changes no training data.
 _DIR_DRAWS = {
-    "check_balance": 1, "transfer_money": 3, "monthly_fee": 1, "open_account": 1,
-    "close_account": 1, "statement_request": 1,
+    "check_balance": 4, "transfer_money": 6, "monthly_fee": 4, "open_account": 4,
+    "close_account": 4, "statement_request": 4,
 }
+_INV_GROUPS = 4  # paraphrase groups per intent with slots (distinct slot values each)
 _INV_EXTRA_GROUPS = {"check_balance": 2, "transfer_money": 2}  # more groups for core intents
-_MFT_PER_INTENT = 2
+_MFT_PER_INTENT = 4
+_MAX_REDRAWS = 50
 
 
 def _entity(intent: str, slots: dict[str, str]) -> str | None:
@@ -334,15 +335,19 @@ def synthesize_probes(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     for intent in requests:
         full = intent_slots(intent)
         templates = tuple(t for t in HELDOUT_PHRASINGS[intent] if template_slots(t) == full)
-        draws = 1 + _INV_EXTRA_GROUPS.get(intent, 0)
+        draws = (_INV_GROUPS if full else 1) + _INV_EXTRA_GROUPS.get(intent, 0)
         used: list[dict[str, str]] = []
         for k in range(draws):
             if intent == "check_balance":  # one group per account type
                 slots = {"account_type": ACCOUNT_TYPES[k % len(ACCOUNT_TYPES)]}
             else:
                 slots = _draw_slots(rng, full)
-                while slots in used and full:
+                for _ in range(_MAX_REDRAWS):  # distinct slot values, while there are any
+                    if slots not in used:
+                        break
                     slots = _draw_slots(rng, full)
+                else:
+                    break
             used.append(slots)
             add_group(intent, templates, slots)
 
@@ -367,7 +372,7 @@ def synthesize_probes(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     seen: set[str] = set()
     for intent in requests:
         templates = list(HELDOUT_PHRASINGS[intent])
-        picks = rng.sample(templates, _MFT_PER_INTENT)
+        picks = rng.sample(templates, min(_MFT_PER_INTENT, len(templates)))
         if intent == "overdraft_fee" and CHAPTER_NOVEL_PROMPT not in picks:
             picks[0] = CHAPTER_NOVEL_PROMPT
         for template in picks:
