@@ -155,10 +155,11 @@ def test_warn_band_just_below_the_pass_mark(setup):
     answers = collect_responses(probe_prompts(probes), oracle(split, probes))
     inv = set(probe_prompts(probes, ("inv",)))
     novel = [r["prompt"] for r in probes.mft if r["prompt"] not in inv]
-    for prompt in novel[:5]:  # a closing remark: never the intent of a request
+    wrong = round(0.07 * len(probes.mft))  # 93% right, against a 95% pass line
+    for prompt in novel[:wrong]:  # a closing remark: never the intent of a request
         answers[prompt] = "you ' re welcome ! have a great day ."
     result = analyse_consistency(probes, answers, judge, {**TH, "novel_accuracy_pass": 0.95})
-    assert result.values["novel_accuracy"] == pytest.approx(1 - 5 / len(probes.mft))
+    assert result.values["novel_accuracy"] == pytest.approx(1 - wrong / len(probes.mft))
     assert result.values["consistency"] == 1.0
     assert result.status == "WARN"
     assert "novel accuracy" in result.reason and "spans the line 95.0%" in result.reason
