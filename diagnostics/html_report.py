@@ -15,6 +15,7 @@ from html import escape
 from string import Template
 from typing import Any
 
+from diagnostics.report import format_value
 from diagnostics.results import STATUSES
 
 #: the check section each chart belongs to; a chart whose check is absent goes to the run section
@@ -106,17 +107,9 @@ def _e(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, int):
-        return f"{value:,}"
     if isinstance(value, (list, dict)):
         return json.dumps(value, ensure_ascii=False)
-    return str(value)
+    return format_value(value)
 
 
 def _is_number(value: Any) -> bool:

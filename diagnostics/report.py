@@ -144,7 +144,8 @@ def validate_report(report: Any, origin: str) -> None:
 # --------------------------------------------------------------------------- rendering
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A value as the report tables show it: — for None, yes/no, 4 significant digits, 1,234."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -163,18 +164,19 @@ def _summary(run: Mapping[str, Any], width: int) -> RenderableType:
         grid.add_column()
     seconds = run.get("train_seconds")
     tps = run.get("tokens_per_second")
+    fv = format_value
     cells = [
-        ("model", f"{_fmt(run.get('n_params'))} params, vocab {_fmt(run.get('vocab_size'))}"),
-        ("data", f"train {_fmt(run.get('n_train'))} · val {_fmt(run.get('n_val'))} · "
-                 f"train_eval {_fmt(run.get('n_train_eval'))} conversations"),
+        ("model", f"{fv(run.get('n_params'))} params, vocab {fv(run.get('vocab_size'))}"),
+        ("data", f"train {fv(run.get('n_train'))} · val {fv(run.get('n_val'))} · "
+                 f"train_eval {fv(run.get('n_train_eval'))} conversations"),
         ("training", "—" if not isinstance(seconds, (int, float)) else
          f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"),
         ("throughput", f"{tps:,.0f} tokens/s" if isinstance(tps, (int, float)) else "—"),
-        ("precision", f"{_fmt(run.get('precision'))} on {_fmt(run.get('device'))}"),
-        ("epochs", f"{_fmt(run.get('n_epochs'))} ({_fmt(run.get('n_steps'))} steps), best "
-                   f"{_fmt(run.get('best_epoch'))} at val {_fmt(run.get('best_val_loss'))}"),
-        ("status", _fmt(run.get("status"))),
-        ("torch", _fmt(run.get("torch_version"))),
+        ("precision", f"{fv(run.get('precision'))} on {fv(run.get('device'))}"),
+        ("epochs", f"{fv(run.get('n_epochs'))} ({fv(run.get('n_steps'))} steps), best "
+                   f"{fv(run.get('best_epoch'))} at val {fv(run.get('best_val_loss'))}"),
+        ("status", fv(run.get("status"))),
+        ("torch", fv(run.get("torch_version"))),
     ]
     for i in range(0, len(cells), per_row):
         row: list[RenderableType] = []
@@ -274,7 +276,7 @@ def _details_table(spec: Mapping[str, Any]) -> Table:
     statuses = spec.get("row_status") or []
     for i, row in enumerate(spec.get("rows", [])):
         style = ROW_STYLE.get(statuses[i]) if i < len(statuses) and statuses[i] else None
-        tbl.add_row(*(_fmt(v) for v in row), style=style)
+        tbl.add_row(*(format_value(v) for v in row), style=style)
     return tbl
 
 
