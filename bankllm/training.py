@@ -113,10 +113,10 @@ class Trainer:
         self.show_progress = show_progress
         log = log or (lambda msg: print(msg, file=sys.stderr))
         self.log = log if self.ctx.is_main else (lambda msg: None)
-        if self.ctx.is_main:
-            check_writable(self.run_dir)
         if cfg.tensorboard:
             tb_logging.require()
+        if self.ctx.is_main:
+            check_writable(self.run_dir)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
