@@ -103,12 +103,12 @@ UPDATE_GROUPS = ("embeddings", "attention", "mlp", "norms", "biases")
 def with_update_ratios(metrics: dict[str, Any], ratio: float = 1e-3, every: int = 10,
                        spread: float = 0.2, seed: int = 0) -> dict[str, Any]:
     """A copy whose every ``every``-th step logs ``update_ratio`` for each group of
-    :data:`UPDATE_GROUPS`: ``ratio`` times log-normal noise of sd ``spread`` (biases 10x,
+    :data:`UPDATE_GROUPS`: ``ratio`` times log-normal noise of sd ``spread`` (biases 30x,
     norms 0.1x: zero-initialised biases move a lot relative to their norm, unit LayerNorm
     gains little)."""
     rng = random.Random(seed)
     out = copy.deepcopy(metrics)
-    scale = {"biases": 10.0, "norms": 0.1}
+    scale = {"biases": 30.0, "norms": 0.1}
     for s in out["steps"]:
         if s["step"] % every == 0:
             s["update_ratio"] = {g: ratio * scale.get(g, 1.0) * math.exp(rng.gauss(0.0, spread))

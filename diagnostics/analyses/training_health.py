@@ -142,7 +142,7 @@ def analyse_training_health(metrics: Mapping[str, Any],
     details["notes"].append("norms (LayerNorm gains start at 1: ratio about lr) and biases "
                             "(start at 0) are shown, not judged")
     stride = max(1, math.ceil(max(len(p) for p in series.values()) / MAX_POINTS))
-    details["series"] = {g: [list(p) for p in points[::stride]] for g, p in series.items()}
+    details["series"] = {g: [list(q) for q in pts[::stride]] for g, pts in series.items()}
     if not statuses:
         return CheckResult(NAME, "SKIP", "no weight-matrix group (embeddings, attention, mlp) "
                            "among the logged update ratios", values, th, details)
