@@ -14,7 +14,8 @@
     canaries.json        with canaries > 0: the secrets added to the train batches
     tensorboard/         with tensorboard = true: event files (bankllm.tb_logging)
 
-Every file but the TensorBoard event files is written atomically; loading never unpickles arbitrary objects.
+Every file but the TensorBoard event files is written atomically; loading never unpickles
+arbitrary objects.
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ one error line at start."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 
 import pytest
 
-from bankllm import cli
-from bankllm.checkpoints import read_metrics
+from bankllm import cli, distributed
+from bankllm.checkpoints import STATE_FILE, read_metrics
 from bankllm.tb_logging import TB_DIR
 from bankllm.training import Trainer
 
@@ -57,3 +58,36 @@ def test_tensorboard_off_writes_no_event_files(tiny_config, tmp_path):
     tiny_config.epochs = 1
     Trainer(tiny_config, tmp_path / "plain", show_progress=False).train()
     assert not (tmp_path / "plain" / TB_DIR).exists()
+
+
+
+@dataclass(frozen=True)
+class _StopAt(distributed.Context):
+    """A single process asked to stop (as by SIGTERM) at its ``at``-th stop-flag check."""
+
+    at: int = 1
+    calls: list = field(default_factory=list)
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        self.calls.append(flag)
+        return len(self.calls) >= self.at
+
+
+def test_a_resumed_run_purges_the_steps_logged_after_its_state_and_logs_each_once(
+        tiny_config, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tiny_config.tensorboard = True
+    run_dir = tmp_path / "cut"
+    assert Trainer(tiny_config, run_dir, show_progress=False, ctx=_StopAt(at=1)).train() != 0
+    state_at_step_1 = (run_dir / STATE_FILE).read_bytes()
+    assert Trainer(tiny_config, run_dir, resume=True, show_progress=False,
+                   ctx=_StopAt(at=3)).train() != 0
+    # a crash after steps 2-4 were logged but before their state was saved
+    (run_dir / STATE_FILE).write_bytes(state_at_step_1)
+    assert Trainer(tiny_config, run_dir, resume=True, show_progress=False).train() == 0
+    events = EventAccumulator(str(run_dir / TB_DIR))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(1, len(read_metrics(run_dir)["steps"]) + 1))
