@@ -12,8 +12,10 @@
     metrics.json         per-step and per-epoch metrics (schemas/metrics.schema.json)
     metrics.csv          the same, one row per optimizer step
     canaries.json        with canaries > 0: the secrets added to the train batches
+    tensorboard/         with tensorboard = true: event files (bankllm.tb_logging)
 
-Every file is written atomically; loading never unpickles arbitrary objects.
+Every file but the TensorBoard event files is written atomically; loading never unpickles
+arbitrary objects.
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ class TrainConfig:
     save_every_steps: int = (
         0  # also write the resumable state every N optimizer steps (0: per epoch)
     )
+    update_ratio_every: int = 10  # log update-to-weight ratios every N optimizer steps (0: off)
+    tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard/
 
     @property
     def effective_split_seed(self) -> int:
@@ -116,6 +118,7 @@ class TrainConfig:
             (self.bucket_batches >= 1, "bucket_batches must be >= 1"),
             (self.max_nonfinite_steps >= 0, "max_nonfinite_steps must be >= 0"),
             (self.save_every_steps >= 0, "save_every_steps must be >= 0"),
+            (self.update_ratio_every >= 0, "update_ratio_every must be >= 0 (0 disables)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -105,3 +105,55 @@ def accumulate_gradients(
             (loss / max(denominator, 1)).backward()
         loss_sum += float(loss.detach())
     return loss_sum, tokens, padded
+
+
+#: the parameter groups whose update-to-weight ratios are logged, in this order
+UPDATE_GROUPS = ("embeddings", "attention", "mlp", "norms", "biases")
+
+
+def update_group(name: str) -> str:
+    """The :data:`UPDATE_GROUPS` entry of a :class:`~bankllm.model.GPT` parameter ``name``:
+    token and position embeddings (the tied output head included), attention (qkv and output
+    projection) weights, MLP weights, LayerNorm weights and biases, the Linear biases."""
+    if name.startswith(("wte.", "wpe.", "lm_head.")):
+        return "embeddings"
+    if ".ln_" in name or name.startswith("ln_"):
+        return "norms"
+    if name.endswith(".bias"):
+        return "biases"
+    if ".attn." in name:
+        return "attention"
+    if ".mlp." in name:
+        return "mlp"
+    raise ValueError(f"parameter {name!r} belongs to no update-ratio group")
+
+
+def update_groups(model: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
+    """``model``'s trainable parameters by :func:`update_group` (each tensor once; groups
+    without parameters left out)."""
+    groups: dict[str, list[torch.Tensor]] = {g: [] for g in UPDATE_GROUPS}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[update_group(name)].append(p)
+    return {g: ps for g, ps in groups.items() if ps}
+
+
+def snapshot(groups: dict[str, list[torch.Tensor]]) -> dict[str, list[torch.Tensor]]:
+    """Detached copies of the parameters of ``groups`` (taken just before an optimizer step)."""
+    return {g: [p.detach().clone() for p in ps] for g, ps in groups.items()}
+
+
+def update_ratios(
+    groups: dict[str, list[torch.Tensor]], before: dict[str, list[torch.Tensor]]
+) -> dict[str, float | None]:
+    """Per group, ``||w_after - w_before|| / ||w_before||`` over all its parameters together
+    (Frobenius norms, in float64): the relative size of one optimizer step. None where the
+    group's weights were all zero before the step (zero-initialised biases at step 1)."""
+    out: dict[str, float | None] = {}
+    with torch.no_grad():
+        for g, params in groups.items():
+            delta = sum(float((p.double() - b.double()).square().sum())
+                        for p, b in zip(params, before[g], strict=True))
+            scale = sum(float(b.double().square().sum()) for b in before[g])
+            out[g] = math.sqrt(delta / scale) if scale > 0 else None
+    return out

@@ -7,6 +7,9 @@
   sequences however it is cut into micro-batches (the chapter's ``loss / accumulation_steps``
   does not: micro-batches hold different numbers of tokens).
 - Gradient clipping, with the pre-clip norm logged.
+- Every ``update_ratio_every`` steps, the update-to-weight ratio ||dw|| / ||w|| of the step per
+  parameter group (:func:`bankllm.steps.update_ratios`); optional TensorBoard scalars
+  (:mod:`bankllm.tb_logging`).
 - After every epoch: val loss and ``train_eval`` (eval mode on a fixed train subset the size
   of val) so that train and val are compared like for like.
 - Only the best checkpoint by val loss is kept, plus a resumable last state.
@@ -33,7 +36,7 @@ from typing import Any, Literal
 import torch
 
 from bankllm import checkpoints as ckpt
-from bankllm import distributed
+from bankllm import distributed, tb_logging
 from bankllm.canaries import add_canaries
 from bankllm.checkpoints import check_writable, rng_state, seed_everything, set_rng_state
 from bankllm.config import TrainConfig
@@ -51,7 +54,15 @@ from bankllm.fileio import atomic_write_json, load_schema, validate_json
 from bankllm.model import GPT
 from bankllm.precision import inference, resolve_precision
 from bankllm.progress import TrainingProgress
-from bankllm.steps import accumulate_gradients, evaluate, lr_at, make_optimizer
+from bankllm.steps import (
+    accumulate_gradients,
+    evaluate,
+    lr_at,
+    make_optimizer,
+    snapshot,
+    update_groups,
+    update_ratios,
+)
 from bankllm.stopping import StopRequest
 from bankllm.tokenizer import Tokenizer
 
@@ -102,6 +113,8 @@ class Trainer:
         self.show_progress = show_progress
         log = log or (lambda msg: print(msg, file=sys.stderr))
         self.log = log if self.ctx.is_main else (lambda msg: None)
+        if cfg.tensorboard:
+            tb_logging.require()
         if self.ctx.is_main:
             check_writable(self.run_dir)
         if cfg.threads:
@@ -167,6 +180,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, ids)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.update_groups = update_groups(self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_at(step, self.total_steps, cfg) / cfg.lr
         )
@@ -356,7 +370,13 @@ class Trainer:
             "tokens": tokens,
         }
         if math.isfinite(loss) and math.isfinite(grad_norm):
+            # the update is the same on every process (DDP): rank 0 measures it
+            every = cfg.update_ratio_every
+            measure = every > 0 and self.step % every == 0 and ctx.is_main
+            before = snapshot(self.update_groups) if measure else None
             self.optimizer.step()
+            if before is not None:
+                record["update_ratio"] = update_ratios(self.update_groups, before)
             self.epoch_loss_sum += loss_sum
             self.epoch_tokens += tokens
         else:
@@ -418,7 +438,9 @@ class Trainer:
         """Run (or continue) training; return the process exit code."""
         cfg = self.cfg
         progress = TrainingProgress(self) if self.show_progress and self.ctx.is_main else None
-        with StopRequest() as stop, progress or nullcontext():
+        tb_dir = self.run_dir if cfg.tensorboard and self.ctx.is_main else None
+        tb = tb_logging.TensorBoardLog(tb_dir, first_step=self.step + 1)
+        with StopRequest() as stop, progress or nullcontext(), tb:
             while self.epoch <= cfg.epochs:
                 batches = epoch_batches(
                     self.train_data.lengths,
@@ -434,6 +456,7 @@ class Trainer:
                     self.batch_in_epoch += 1
                     self.epoch_seconds += time.perf_counter() - t0
                     self.metrics["steps"].append(record)
+                    tb.log_step(record)
                     if progress:
                         progress.update(record)
                     if self.nonfinite_steps > cfg.max_nonfinite_steps:
@@ -443,7 +466,7 @@ class Trainer:
                     if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
                         self._update_throughput()
                         self.save_state()
-                self._end_epoch()
+                tb.log_epoch(self._end_epoch(), self.step)
                 self.epoch += 1
                 self.batch_in_epoch, self.epoch_loss_sum, self.epoch_tokens = 0, 0.0, 0
                 self.epoch_seconds = 0.0

@@ -20,10 +20,11 @@ from diagnostics.results import STATUSES
 
 #: the check section each chart belongs to; a chart whose check is absent goes to the run section
 CHART_CHECK = {"loss_curves.png": "loss_phases", "overfitting_gap.png": "overfitting",
-               "scaling_curve.png": "ablation"}
+               "scaling_curve.png": "ablation", "training_health.png": "training_health"}
 CHART_ALT = {"loss_curves.png": "step loss, per-epoch train / train_eval / val and loss phases",
              "overfitting_gap.png": "generalization gap (val - train_eval) per epoch",
-             "scaling_curve.png": "best val loss against train conversations, with the fit"}
+             "scaling_curve.png": "best val loss against train conversations, with the fit",
+             "training_health.png": "update-to-weight ratio per parameter group over steps"}
 INTERVAL_SUFFIXES = ("_ci95_low", "_ci95_high", "_n", "_mde")
 
 CSS = """

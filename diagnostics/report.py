@@ -9,6 +9,7 @@ All rendering lives here. Files (all written atomically)::
     loss_curves.png     step loss, running train / train_eval / val per epoch, phases, best epoch
     overfitting_gap.png rel_gap and gap per epoch, the overfitting lines
     scaling_curve.png   the ablation's data-scaling curve (2+ data sizes)
+    training_health.png update-to-weight ratio per parameter group over steps, the band
 
 Each chart is rendered once (:func:`render_charts`), written and embedded in the page.
 ``bankllm report`` (:func:`cli_report`) re-renders from the JSON alone (text, markdown, html).
@@ -43,6 +44,7 @@ from bankllm.fileio import (
     validate_json,
 )
 from diagnostics.analyses._common import finite
+from diagnostics.analyses.training_health import JUDGED as JUDGED_GROUPS
 from diagnostics.registry import CHECK_NAMES, CHECKS
 from diagnostics.results import STATUSES, CheckResult, jsonable, tally, worst
 
@@ -513,6 +515,35 @@ def plot_scaling_curve(result: Mapping[str, Any], path: Path) -> Path | None:
     return None if png is None else atomic_write_bytes(path, png)
 
 
+def training_health_png(result: Mapping[str, Any]) -> bytes | None:
+    """training_health.png: each parameter group's logged update-to-weight ratio against the
+    optimizer step (log scale), the PASS band shaded, the fail lines dotted; None when the
+    training_health result (a report entry) has no series."""
+    series = result.get("details", {}).get("series") or {}
+    if not series:
+        return None
+    plt = _pyplot()
+    th = result.get("thresholds", {})
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for group, points in series.items():
+        if points:
+            ax.plot(*zip(*points, strict=True), lw=1, label=group,
+                    ls="-" if group in JUDGED_GROUPS else "--")
+    low, high, factor = th.get("ratio_low"), th.get("ratio_high"), th.get("fail_factor")
+    if finite(low) and finite(high):
+        ax.axhspan(low, high, color="tab:green", alpha=0.12, label=f"band {low:g} to {high:g}")
+        if finite(factor):
+            for line in (low / factor, high * factor):
+                ax.axhline(line, color="tab:red", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("||dw|| / ||w|| per step (log scale)")
+    ax.set_title("update-to-weight ratio per parameter group (dashed: not judged)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def canary_exposure_png(result: Mapping[str, Any]) -> bytes | None:
     """canary_exposure.png: each canary's exposure (bits) against its repetitions, the mean
     per repetition count, the maximum log2 |space|, extracted canaries marked; None when the
@@ -588,9 +619,11 @@ def membership_roc_png(result: Mapping[str, Any]) -> bytes | None:
 
 def render_charts(report: Mapping[str, Any]) -> dict[str, bytes]:
     """Every chart the report has, rendered once: ``{file name: PNG bytes}`` in report order
-    (loss_curves.png, overfitting_gap.png, scaling_curve.png, canary_exposure.png,
-    membership_roc.png; each only when it has data)."""
+    (loss_curves.png, training_health.png, overfitting_gap.png, scaling_curve.png,
+    canary_exposure.png, membership_roc.png; each only when it has data)."""
+    health = _check(report, "training_health")
     charts = {"loss_curves.png": loss_curves_png(report),
+              "training_health.png": training_health_png(health) if health else None,
               "overfitting_gap.png": overfitting_gap_png(report)}
     ablation = _check(report, "ablation")
     if ablation is not None:

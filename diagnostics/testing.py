@@ -2,7 +2,8 @@
 
 ``healthy_metrics()`` is a run that every training-curve check passes: initial loss near
 ln V, a smooth exponential decay that plateaus, val a few percent above train_eval.
-The ``plant_*`` functions return a copy with exactly one fault.
+The ``plant_*`` functions return a copy with exactly one fault; ``with_update_ratios`` adds
+the update-to-weight ratios the trainer logs every ``update_ratio_every`` steps.
 """
 
 from __future__ import annotations
@@ -94,3 +95,34 @@ def chapter_epochs() -> list[dict[str, Any]]:
     return [{"epoch": i + 1, "train_loss": running[i], "train_eval_loss": tev[i],
              "val_loss": val[i], "lr": 3e-4, "seconds": 360.0, "tokens": 100_000}
             for i in range(10)]
+
+
+UPDATE_GROUPS = ("embeddings", "attention", "mlp", "norms", "biases")
+
+
+def with_update_ratios(metrics: dict[str, Any], ratio: float = 1e-3, every: int = 10,
+                       spread: float = 0.2, seed: int = 0) -> dict[str, Any]:
+    """A copy whose every ``every``-th step logs ``update_ratio`` for each group of
+    :data:`UPDATE_GROUPS`: ``ratio`` times log-normal noise of sd ``spread`` (biases 30x,
+    norms 0.1x: zero-initialised biases move a lot relative to their norm, unit LayerNorm
+    gains little)."""
+    rng = random.Random(seed)
+    out = copy.deepcopy(metrics)
+    scale = {"biases": 30.0, "norms": 0.1}
+    for s in out["steps"]:
+        if s["step"] % every == 0:
+            s["update_ratio"] = {g: ratio * scale.get(g, 1.0) * math.exp(rng.gauss(0.0, spread))
+                                 for g in UPDATE_GROUPS}
+    return out
+
+
+def plant_update_ratio(metrics: dict[str, Any], group: str = "attention", ratio: float = 0.3,
+                       seed: int = 1) -> dict[str, Any]:
+    """``group``'s logged update ratios set near ``ratio`` per step (0.3: every step rewrites
+    the weights, a learning rate far too high for that group)."""
+    rng = random.Random(seed)
+    out = copy.deepcopy(metrics)
+    for s in out["steps"]:
+        if group in (s.get("update_ratio") or {}):
+            s["update_ratio"][group] = ratio * math.exp(rng.gauss(0.0, 0.1))
+    return out

@@ -70,6 +70,16 @@ def test_two_gloo_processes_match_one_process(corpus_file, tmp_path):
         assert abs(a["train_loss"] - b["train_loss"]) <= 1e-4 * a["train_loss"]
     # logged token counts are global, not per process
     assert [s["tokens"] for s in double["steps"]] == [s["tokens"] for s in single["steps"]]
+    # rank 0 logs the update-to-weight ratios of the same update (every 10 steps by default)
+    logged = [(s["step"], s.get("update_ratio")) for s in single["steps"] if "update_ratio" in s]
+    assert [step for step, _ in logged] == [
+        s["step"] for s in double["steps"] if "update_ratio" in s] == [10]
+    for (step, ratios), other in zip(
+        logged, (s["update_ratio"] for s in double["steps"] if "update_ratio" in s), strict=True
+    ):
+        assert set(other) == set(ratios), step
+        for group, r in ratios.items():
+            assert r is None or abs(other[group] - r) <= 1e-3 * r, (step, group)
     # only rank 0 wrote the run directory: no stray temporary files
     assert not [p for p in (tmp_path / "ddp").iterdir() if p.name.startswith(".")]
 

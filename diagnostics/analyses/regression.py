@@ -61,6 +61,7 @@ MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size")
 NON_RECIPE_KEYS = (
     "data", "device", "precision", "threads", "deterministic", "save_every_steps",
     "micro_batch_size", "micro_batch_tokens", "max_nonfinite_steps",  # execution, same gradients
+    "update_ratio_every", "tensorboard",  # what is logged, not what is computed
 )
 #: not recipe either: which random draws a run made (the training seed's effect on val loss is
 #: the seed spread; the split seed is covered by eval_hash, the val ids it drew)
