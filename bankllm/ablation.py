@@ -187,7 +187,8 @@ def _corpus_path(run: Run) -> Path:
 def plan_ablation(run: Run, fraction: float) -> Plan:
     """The subset split (subset of train, the parent's val, a seeded ``train_eval`` of the
     subset the size of val; both drawn with the parent's split seed), the config (the
-    parent's, data path made absolute) and the key."""
+    parent's, data path made absolute, ``epochs / fraction`` epochs: the parent's number of
+    optimizer steps) and the key."""
     # drawn with the split seed, like the parent's split: the ablations of runs that differ
     # only in their training seed train on the same subset (old runs: split seed = seed)
     split_seed = run.config.effective_split_seed
@@ -195,7 +196,10 @@ def plan_ablation(run: Run, fraction: float) -> Plan:
     k = min(len(run.split.val), len(subset))
     pick = sorted(random.Random(split_seed + 1).sample(range(len(subset)), k))
     split = Split(train=subset, val=list(run.split.val), train_eval=[subset[i] for i in pick])
-    config = dataclasses.replace(run.config, data=str(_corpus_path(run)))
+    # as many optimizer steps as the parent: with the epochs fixed, a smaller subset would also
+    # be fewer steps, and the comparison would measure under-training as much as data
+    epochs = max(1, round(run.config.epochs / fraction))
+    config = dataclasses.replace(run.config, data=str(_corpus_path(run)), epochs=epochs)
     key = ablation_key(
         config, run.data_sha256, (c["id"] for c in subset), (c["id"] for c in run.split.val),
         fraction, run.tokenizer.vocab,

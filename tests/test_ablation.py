@@ -283,3 +283,11 @@ def test_diverged_ablation_is_final_and_interrupted_one_resumes(tiny_run: Path):
     assert resumed.best_val_loss == first.best_val_loss
     assert any(e["kind"] == "resumed" for e in resumed.metrics["events"])
 
+
+
+def test_the_ablation_takes_as_many_optimizer_steps_as_its_parent(tiny_run: Path):
+    from bankllm.ablation import plan_ablation
+
+    parent = load_run(tiny_run)
+    for fraction, epochs in ((0.5, 2), (0.25, 4)):
+        assert plan_ablation(parent, fraction).config.epochs == epochs * parent.config.epochs
