@@ -81,6 +81,7 @@ def test_measure_separates_the_one_time_cost_of_a_new_shape_from_the_steady_rate
 
     row = measure([Pipeline("fake", step, 1000, shapes=work.batch_shapes)], work, 1, 3)["fake"]
     assert row["new_shapes"] >= 1
-    assert 45 <= row["ms_per_new_shape"] <= 200
+    # 50 ms per new shape, read through a step-time estimate that a busy machine blurs
+    assert 20 <= row["ms_per_new_shape"] <= 400
     assert row["tokens_per_second"] > 2 * row["first_pass_tokens_per_second"]
     assert work.recipe_shapes() >= set().union(*(work.batch_shapes(b) for b in work.batches))
