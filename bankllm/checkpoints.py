@@ -341,3 +341,20 @@ def load_run(run_dir: str | Path) -> Run:
         )
     split = Split.from_ids(load_conversations(data_path), ids)
     return Run(run_dir, config, metrics, tokenizer, split, data_sha)
+
+
+def write_split(run_dir: Path, cfg: TrainConfig, data_sha256: str, ids: dict[str, Any]) -> None:
+    """Write ``split.json``: the corpus (path, absolute path, sha256), the seeds that drew the
+    split, ``val_fraction`` and the split's conversation ids ``ids``."""
+    atomic_write_json(
+        run_dir / SPLIT_FILE,
+        {
+            "data": cfg.data,
+            "data_abspath": str(Path(cfg.data).resolve()),
+            "data_sha256": data_sha256,
+            "seed": cfg.seed,
+            "split_seed": cfg.effective_split_seed,  # drew val and train_eval
+            "val_fraction": cfg.val_fraction,
+            **ids,
+        },
+    )

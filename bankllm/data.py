@@ -247,6 +247,17 @@ def plan_micro_batches(
     return parts
 
 
+def padding_positions(
+    batch: Sequence[int], lengths: Sequence[int], micro_batch_size: int, micro_batch_tokens: int
+) -> int:
+    """Pad positions the forward passes of ``batch`` compute: each micro-batch of
+    :func:`plan_micro_batches` is padded to its longest sequence."""
+    return sum(
+        len(mb) * max(lengths[i] for i in mb) - sum(lengths[i] for i in mb)
+        for mb in plan_micro_batches(batch, lengths, micro_batch_size, micro_batch_tokens)
+    )
+
+
 def corpus_stats(conversations: Sequence[dict[str, Any]], min_freq: int = 1) -> dict[str, Any]:
     """Counts, intents, lengths and vocabulary of a corpus (what ``bankllm data stats`` prints)."""
     tokenizer = Tokenizer.train(

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from bankllm.errors import BankLLMError
+
 
 def cpu_bf16_support() -> str:
     """How this CPU multiplies bf16 matrices natively: ``"AMX"`` (tile units, several times
@@ -108,3 +110,12 @@ def inference(model: torch.nn.Module, precision: str | None) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def resolve_device(cfg: Any) -> torch.device:
+    """``cpu``, ``cuda`` (an error without CUDA) or ``auto`` (CUDA when present)."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise BankLLMError("config: device=cuda but no CUDA device is available (use cpu or auto)")
+    return torch.device(cfg.device)

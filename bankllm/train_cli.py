@@ -12,7 +12,8 @@ from bankllm import checkpoints as ckpt
 from bankllm import distributed
 from bankllm.config import TrainConfig, load_config
 from bankllm.errors import BankLLMError
-from bankllm.training import Trainer, resolve_device
+from bankllm.precision import resolve_device
+from bankllm.training import Trainer
 
 
 def cli_train(args: Any) -> int:

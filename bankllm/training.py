@@ -46,13 +46,13 @@ from bankllm.data import (
     epoch_batches,
     file_sha256,
     load_conversations,
-    plan_micro_batches,
+    padding_positions,
     split_conversations,
 )
 from bankllm.errors import EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, BankLLMError
 from bankllm.fileio import atomic_write_json, load_schema, validate_json
 from bankllm.model import GPT
-from bankllm.precision import inference, resolve_precision
+from bankllm.precision import inference, resolve_device, resolve_precision
 from bankllm.progress import TrainingProgress
 from bankllm.steps import (
     accumulate_gradients,
@@ -78,15 +78,6 @@ _PROGRESS_KEYS = (
     "padded_tokens",
     "pad_positions",
 )
-
-
-def resolve_device(cfg: TrainConfig) -> torch.device:
-    """``cpu``, ``cuda`` (an error without CUDA) or ``auto`` (CUDA when present)."""
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise BankLLMError("config: device=cuda but no CUDA device is available (use cpu or auto)")
-    return torch.device(cfg.device)
 
 
 class Trainer:
@@ -267,18 +258,7 @@ class Trainer:
     def _write_run_files(self) -> None:
         atomic_write_json(self.run_dir / ckpt.CONFIG_FILE, self.cfg.to_dict())
         self.tokenizer.save(self.run_dir / ckpt.TOKENIZER_FILE)
-        atomic_write_json(
-            self.run_dir / ckpt.SPLIT_FILE,
-            {
-                "data": self.cfg.data,
-                "data_abspath": str(Path(self.cfg.data).resolve()),
-                "data_sha256": self.data_sha256,
-                "seed": self.cfg.seed,
-                "split_seed": self.cfg.effective_split_seed,  # drew val and train_eval
-                "val_fraction": self.cfg.val_fraction,
-                **self.split.ids(),
-            },
-        )
+        ckpt.write_split(self.run_dir, self.cfg, self.data_sha256, self.split.ids())
         ckpt.write_metrics(self.run_dir, self.metrics)
 
     # -- resumable state ---------------------------------------------------------------------
@@ -348,7 +328,13 @@ class Trainer:
         )
         if denominator == math.inf:
             loss_sum, padded = 0.0, 0
-        pad_positions = self._pad_count(shard) if padded else 0
+        pad_positions = (
+            padding_positions(
+                shard, self.train_data.lengths, cfg.micro_batch_size, cfg.micro_batch_tokens
+            )
+            if padded
+            else 0
+        )
         loss_sum, padded, pad_positions = ctx.all_reduce_sum(loss_sum, padded, pad_positions)
         self.pad_positions += int(pad_positions)
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
@@ -482,15 +468,6 @@ class Trainer:
         if self.ctx.is_main:
             ckpt.point_latest(self.run_dir)
         return EXIT_OK
-
-    def _pad_count(self, batch: list[int]) -> int:
-        lengths = self.train_data.lengths
-        return sum(
-            len(mb) * max(lengths[i] for i in mb) - sum(lengths[i] for i in mb)
-            for mb in plan_micro_batches(
-                batch, lengths, self.cfg.micro_batch_size, self.cfg.micro_batch_tokens
-            )
-        )
 
     def _stop_diverged(self, record: dict[str, Any]) -> int:
         self.metrics["status"] = "diverged"
