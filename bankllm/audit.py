@@ -34,7 +34,6 @@ items); a share whose whole interval lies above its line (:data:`MAX_ENTITY_MISM
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -44,6 +43,7 @@ from typing import Any
 
 from bankllm.entities import MONTHS, mentioned_account_types
 from bankllm.errors import BankLLMError
+from bankllm.intervals import wilson
 from bankllm.tokenizer import normalise_text
 
 MAX_ENTITY_MISMATCH = 0.05
@@ -289,17 +289,6 @@ def audit_intents(conversations: Sequence[dict[str, Any]], near_ratio: float = N
                                        for ex in first.values()),
         })
     return out
-
-
-def wilson(hits: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The 95% Wilson score interval of ``hits`` in ``n`` (``(0, 1)`` when ``n`` is 0); equal to
-    ``diagnostics.decision.wilson``."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass

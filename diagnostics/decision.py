@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap
+from scipy.stats import bootstrap
 
-LEVEL = 0.95
+from bankllm.intervals import LEVEL, wilson
+
 _Z = 1.959963984540054  # two-sided 95% normal quantile
 N_RESAMPLES = 2000
 
@@ -63,15 +64,6 @@ class Verdict:
     reason: str
     more_items: int | None = None
     rule: dict[str, Any] = field(default_factory=dict)
-
-
-def wilson(hits: float, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Wilson score interval of ``hits`` successes in ``n`` trials (``(0, 1)`` when n is 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    ci = binomtest(int(round(hits)), int(n)).proportion_ci(confidence_level=level,
-                                                           method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def _cluster_bootstrap(samples: list[tuple[np.ndarray, np.ndarray]], sign: Sequence[float],
