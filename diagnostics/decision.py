@@ -30,7 +30,8 @@ N_RESAMPLES = 2000
 
 @dataclass(frozen=True)
 class Estimate:
-    """A value with its 95% interval over ``n`` items of ``unit`` (e.g. 40 "probe groups")."""
+    """A value with its interval over ``n`` items of ``unit`` (e.g. 40 "probe groups"), at
+    confidence ``level`` (95% unless the estimate is one of a family, :func:`family_level`)."""
 
     value: float
     low: float
@@ -38,6 +39,7 @@ class Estimate:
     n: int
     unit: str
     method: str
+    level: float = LEVEL
 
     @property
     def mde(self) -> float:
@@ -51,7 +53,8 @@ class Estimate:
                 f"{key}_n": self.n, f"{key}_mde": self.mde}
 
     def interval_text(self, fmt: Callable[[float], str]) -> str:
-        return f"95% CI {fmt(self.low)} to {fmt(self.high)} over {self.n} {self.unit}"
+        level = f"{self.level * 100:.1f}".rstrip("0").rstrip(".")
+        return f"{level}% CI {fmt(self.low)} to {fmt(self.high)} over {self.n} {self.unit}"
 
 
 @dataclass(frozen=True)
@@ -97,18 +100,27 @@ def rate_interval(
     return _cluster_bootstrap(samples, (1.0, -1.0)[: len(samples)], level)
 
 
-def rate(hits: Sequence[float], counts: Sequence[int], unit: str) -> Estimate:
+def family_level(tests: int, level: float = LEVEL) -> float:
+    """Confidence level of each of ``tests`` intervals that may each FAIL a check on its own
+    (one per intent, say), so that the chance of any false FAIL stays at most ``1 - level``
+    (Bonferroni): twelve per-intent tests at 95% each would falsely FAIL a model that sits on
+    the line about four times in ten."""
+    return 1 - (1 - level) / max(1, tests)
+
+
+def rate(hits: Sequence[float], counts: Sequence[int], unit: str,
+         level: float = LEVEL) -> Estimate:
     """The pooled rate of clustered hits with the wider of its cluster-bootstrap interval and
-    the Wilson interval of the pooled count. ``unit`` names the clusters."""
+    the Wilson interval of the pooled count, at ``level``. ``unit`` names the clusters."""
     k, n = float(np.sum(hits)), int(np.sum(counts))
     value = k / n if n else float("nan")
-    low, high = wilson(k, n)
-    boot = rate_interval(hits, counts)
+    low, high = wilson(k, n, level)
+    boot = rate_interval(hits, counts, level=level)
     method = "Wilson"
     if boot is not None and not all(c == 1 for c in counts):
         low, high = min(low, boot[0]), max(high, boot[1])
         method = f"bootstrap over {unit} (at least Wilson)"
-    return Estimate(value, low, high, len(counts), unit, method)
+    return Estimate(value, low, high, len(counts), unit, method, level)
 
 
 def difference(a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float], Sequence[int]],

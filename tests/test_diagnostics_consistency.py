@@ -22,6 +22,7 @@ from diagnostics.analyses.consistency import (
     train_judge,
 )
 from diagnostics.analyses.faithfulness import analyse_faithfulness, entity_decision_points
+from diagnostics.decision import family_level
 from diagnostics.thresholds import Thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,3 +241,35 @@ def test_entity_decision_points_stop_before_the_first_entity_word(setup):
         assert requested in entities and len(entities) >= 2
         assert not set(before) & {"checking", "savings", "credit"}
         assert answers[prompt].split()[len(before)] in {"checking", "savings", "credit"}
+
+
+def test_one_intent_just_past_the_fail_line_warns_until_it_beats_the_family_of_intents(setup):
+    """Six intents are six chances to FAIL: an intent whose 95% interval only just clears the
+    fail line is inconclusive at the family-wise level and WARNs; a clear shortfall FAILs."""
+    split, probes, _ = setup
+    answers = collect_responses(probe_prompts(probes), oracle(split, probes))
+    balance = [r for r in probes.dir if r["intent"] == "check_balance"]
+    n_variants = sum(len(r["variants"]) for r in balance)
+    level = family_level(len({r["intent"] for r in probes.dir}))
+
+    def swapped(k: int) -> dict[str, str]:
+        """The oracle's answers with ``k`` check_balance variants answered about the next
+        variant's account."""
+        out = dict(answers)
+        variants = [(r, i) for r in balance for i in range(len(r["variants"]))][:k]
+        for r, i in variants:
+            other = r["variants"][(i + 1) % len(r["variants"])]["prompt"]
+            out[r["variants"][i]["prompt"]] = answers[other]
+        return out
+
+    for k in range(n_variants):  # the fewest swaps whose 95% interval is past the fail line
+        result = analyse_faithfulness(probes, swapped(k), TH_DIR)
+        per_intent = result.values["per_intent"]["check_balance"]
+        if per_intent["faithfulness_ci95_high"] < TH_DIR["faithfulness_pass"] - TH_DIR[
+                "warn_margin"]:
+            break
+    assert per_intent["status"] == "WARN" and result.status == "WARN", result.reason
+    assert f"{level:.1%}" in " ".join(result.details["notes"]), result.details["notes"]
+    clear = analyse_faithfulness(probes, swapped(int(0.6 * n_variants)), TH_DIR)
+    assert clear.values["per_intent"]["check_balance"]["status"] == "FAIL"
+    assert clear.status == "FAIL" and "check_balance" in clear.reason

@@ -16,7 +16,7 @@ from typing import Any
 
 from bankllm.entities import mentioned_account_types
 from diagnostics.analyses._probes import MAX_ROWS, clip_answer
-from diagnostics.decision import decide, rate
+from diagnostics.decision import LEVEL, decide, family_level, rate
 from diagnostics.paired import identity
 from diagnostics.results import CheckResult, table, worst
 
@@ -63,11 +63,13 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     interval over probes; the same per intent (``per_intent``) and per requested entity. The
     pooled estimate decides PASS / WARN / FAIL by the shared rule; an intent whose own interval
     lies wholly below ``faithfulness_pass - warn_margin`` makes it FAIL (an inconclusive small
-    intent does not make it WARN). ``entity_probs``: per variant prompt, the model's
-    probability of the requested entity among the probe's entities where its answer names one
-    (:func:`entity_decision_points`); its mean is judged on the same lines, pooled and per
-    intent, so a model split between two answers is seen even where greedy decoding picks the
-    right one."""
+    intent does not make it WARN). Each intent is judged on its interval at
+    :func:`~diagnostics.decision.family_level` of the number of per-intent tests, so that many
+    intents do not multiply the chance of a false FAIL. ``entity_probs``: per variant prompt,
+    the model's probability of the requested entity among the probe's entities where its
+    answer names one (:func:`entity_decision_points`); its mean is judged on the same lines,
+    pooled and per intent, so a model split between two answers is seen even where greedy
+    decoding picks the right one."""
     th = {k: float(thresholds[k]) for k in ("faithfulness_pass", "warn_margin")}
     lines = {"pass_line": th["faithfulness_pass"],
              "fail_line": th["faithfulness_pass"] - th["warn_margin"]}
@@ -104,8 +106,11 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     pooled = rate(hits, counts, "DIR probes")
     pooled_verdict = decide(pooled, higher_is_better=True, fmt=_pct, **lines)
     intents = {name: rate(h, c, "DIR probes") for name, (h, c) in sorted(by_intent.items())}
-    intent_verdicts = {name: decide(est, higher_is_better=True, fmt=_pct, **lines)
-                       for name, est in intents.items()}
+    with_probs = bool(entity_probs) and len(by_intent) > 0
+    level = family_level(len(by_intent) * (2 if with_probs else 1))
+    intent_verdicts = {name: decide(rate(h, c, "DIR probes", level), higher_is_better=True,
+                                    fmt=_pct, **lines)
+                       for name, (h, c) in sorted(by_intent.items())}
     n, faithful = sum(counts), sum(hits)
     values: dict[str, Any] = {
         **pooled.values("faithfulness"), "n_variants": n, "n_unfaithful": n - faithful,
@@ -115,7 +120,7 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
                               "status": intent_verdicts[name].status}
                        for name, est in intents.items()},
     }
-    prob_verdict, prob_intents = _probability_verdicts(probes, entity_probs or {}, lines)
+    prob_verdict, prob_intents = _probability_verdicts(probes, entity_probs or {}, lines, level)
     failing = [k for k, v in intent_verdicts.items() if v.status == "FAIL"]
     failing += [k for k, (_, v) in prob_intents.items() if v.status == "FAIL"]
     status = "FAIL" if failing else pooled_verdict.status
@@ -171,13 +176,20 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
                                     "are in details.failures of diagnostics.json")
     details["notes"].append(f"smallest effect the pooled sample decides: ±{pooled.mde:.1%} "
                             f"({pooled.n} DIR probes)")
+    if len(intents) > 1:
+        details["notes"].append(
+            f"an intent's verdict is decided on its {level:.1%} interval (the tables show "
+            f"95%): with {len(intent_verdicts) + len(prob_intents)} per-intent tests, each able "
+            "to FAIL the check, the chance of a false FAIL stays under 5% (Bonferroni)")
     return CheckResult(NAME, status, reason, values, th, details)
 
 
 def _probability_verdicts(probes: Any, entity_probs: Mapping[str, float],
-                          lines: Mapping[str, float]) -> tuple[Any, dict[str, Any]]:
+                          lines: Mapping[str, float], intent_level: float
+                          ) -> tuple[Any, dict[str, Any]]:
     """``((pooled estimate, verdict) or None, {intent: (estimate, verdict)})`` of the mean
-    probability of the requested entity, clusters = DIR probes."""
+    probability of the requested entity, clusters = DIR probes; the estimates are at 95%, each
+    intent's verdict is decided at ``intent_level``."""
     pooled: tuple[list[float], list[int]] = ([], [])
     by_intent: dict[str, tuple[list[float], list[int]]] = {}
     for rec in probes.dir:
@@ -190,8 +202,10 @@ def _probability_verdicts(probes: Any, entity_probs: Mapping[str, float],
     if not pooled[1]:
         return None, {}
 
-    def judged(hits: list[float], counts: list[int]) -> tuple[Any, Any]:
-        est = rate(hits, counts, "DIR probes")
-        return est, decide(est, higher_is_better=True, fmt=_pct, **lines)
+    def judged(hits: list[float], counts: list[int], level: float) -> tuple[Any, Any]:
+        judged_on = rate(hits, counts, "DIR probes", level)
+        return rate(hits, counts, "DIR probes"), decide(judged_on, higher_is_better=True,
+                                                        fmt=_pct, **lines)
 
-    return judged(*pooled), {k: judged(*v) for k, v in sorted(by_intent.items())}
+    return judged(*pooled, LEVEL), {k: judged(*v, intent_level) for k, v in
+                                   sorted(by_intent.items())}
