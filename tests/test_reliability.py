@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from bankllm.errors import EXIT_DIVERGED, BankLLMError
 from bankllm.model import GPT
 from bankllm.steps import evaluate
 from bankllm.training import Trainer
-from tests.conftest import make_conversations
+from tests.conftest import make_conversations, make_tiny_config, write_corpus
 from tests.training_hooks import hooked_env, wait_for_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -433,12 +434,20 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.fixture
-def small_run(tiny_config, tmp_path) -> Path:
-    cfg = _tiny(tiny_config, epochs=1)
-    run_dir = tmp_path / "runs" / "small"
+@pytest.fixture(scope="module")
+def trained_small_run(tmp_path_factory) -> Path:
+    """A one-epoch tiny run, trained once for the tests that damage a copy of it."""
+    root = tmp_path_factory.mktemp("small")
+    cfg = _tiny(make_tiny_config(write_corpus(root / "corpus.jsonl")), epochs=1)
+    run_dir = root / "runs" / "small"
     assert Trainer(cfg, run_dir, show_progress=False).train() == 0
     return run_dir
+
+
+@pytest.fixture
+def small_run(trained_small_run, tmp_path) -> Path:
+    """A fresh copy of ``trained_small_run`` (same name) for this test to tamper with."""
+    return Path(shutil.copytree(trained_small_run, tmp_path / "runs" / "small"))
 
 
 @pytest.mark.parametrize("fmt", ["torch.save", "pickle"])
