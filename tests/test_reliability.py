@@ -451,7 +451,8 @@ def small_run(trained_small_run, tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["torch.save", "pickle"])
-def test_a_state_whose_pickle_runs_code_is_refused_and_never_run(small_run, tmp_path, env, fmt):
+def test_a_state_whose_pickle_runs_code_is_refused_and_never_run(small_run, tmp_path, capsys,
+                                                                 fmt):
     marker = tmp_path / "pwned"
     payload = {"model": _Exploit(marker), "optimizer": {}, "progress": {}}
     state_file = small_run / ckpt.STATE_FILE
@@ -474,7 +475,11 @@ def test_a_state_whose_pickle_runs_code_is_refused_and_never_run(small_run, tmp_
     # an interrupted run is what --resume loads
     metrics = ckpt.read_metrics(small_run)
     ckpt.write_metrics(small_run, {**metrics, "status": "interrupted"})
-    code, out, err = _bankllm(["train", "--resume", str(small_run), "--quiet"], env)
+    from bankllm.cli import main
+
+    capsys.readouterr()
+    code = main(["train", "--resume", str(small_run), "--quiet"])
+    out, err = capsys.readouterr()
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "refused" in err, err
     assert "Traceback" not in err and "bankllm:" not in out  # stopped before training
