@@ -1,8 +1,8 @@
 """The pytest plugin, run for real: ``pytest diagnostics --run ...``.
 
-Whole sessions run in a subprocess. The usage errors, which stop a session before any check
-runs, go through ``pytest.main`` in this process (:func:`diagnostics_main`); one of them, a
-missing run, also through a subprocess, to see the real command's stderr.
+Whole sessions run in a subprocess (marked ``slow``). The usage errors, which stop a session
+before any check runs, go through ``pytest.main`` in this process (:func:`diagnostics_main`);
+one of them, a missing run, also through a subprocess, to see the real command's stderr.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def test_unknown_threshold_is_a_usage_error(tmp_path, monkeypatch, capsys):
     assert "unknown threshold 'leakage.near'; valid keys:" in proc.stderr
 
 
+@pytest.mark.slow
 def test_planted_fault_fails_the_session_and_writes_the_report(tmp_path):
     """Under pytest-xdist: the controller merges the CheckResults of both workers."""
     run = fake_run(tmp_path, plant_val_rising(healthy_metrics()))
@@ -101,6 +102,7 @@ def test_planted_fault_fails_the_session_and_writes_the_report(tmp_path):
         "initial_loss": "PASS", "overfitting": "FAIL"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strict, code", [(False, 0), ("--strict", 1)])
 def test_warn_passes_unless_strict(tmp_path, strict, code):
     run = fake_run(tmp_path, healthy_metrics(epochs=3))  # still improving: loss_phases WARN
@@ -145,6 +147,7 @@ def pytest_runtest_teardown(item):
 """
 
 
+@pytest.mark.slow
 def test_summary_line_lists_the_files_this_session_wrote(tmp_path):
     run = fake_run(tmp_path, healthy_metrics())
     reports = tmp_path / "reports"

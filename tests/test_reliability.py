@@ -143,6 +143,7 @@ def baseline(corpus, env, tmp_path_factory) -> Path:
 
 
 # -- 1. exact resume after SIGKILL -----------------------------------------------------------
+@pytest.mark.slow
 def test_sigkill_mid_step_then_resume_equals_the_uninterrupted_run(baseline, corpus, env, tmp_path):
     run_dir, marker = tmp_path / "runs" / "killed", tmp_path / "parked"
     # state saved every 2 steps: the last one is step 12; step 13 done and lost, 14 in flight
@@ -166,6 +167,7 @@ def test_sigkill_mid_step_then_resume_equals_the_uninterrupted_run(baseline, cor
     assert [(e["step"], e["epoch"]) for e in resumed] == [(12, 2)]
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_the_state_keeps_the_previous_state_and_resumes_exactly(
     baseline, corpus, env, tmp_path
 ):
@@ -189,6 +191,7 @@ def test_sigkill_while_writing_the_state_keeps_the_previous_state_and_resumes_ex
     _assert_same_run(run_dir, baseline)  # also checks the temporary file was cleaned up
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_the_best_checkpoint_keeps_the_previous_best(
     baseline, corpus, env, tmp_path
 ):
@@ -224,6 +227,7 @@ def test_sigkill_while_writing_the_best_checkpoint_keeps_the_previous_best(
 
 
 # -- 2. SIGINT / SIGTERM ---------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_finishes_the_step_saves_and_prints_how_to_resume(
     baseline, corpus, env, tmp_path, sig, exit_code
