@@ -40,15 +40,14 @@ def make_conversations(n: int = 60, seed: int = 0) -> list[dict]:
     return conversations
 
 
-@pytest.fixture
-def corpus_file(tmp_path: Path) -> Path:
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps(c) + "\n" for c in make_conversations()))
+def write_corpus(path: Path, n: int = 60, seed: int = 0) -> Path:
+    """``path`` holding :func:`make_conversations` as JSON Lines."""
+    path.write_text("".join(json.dumps(c) + "\n" for c in make_conversations(n, seed)))
     return path
 
 
-@pytest.fixture
-def tiny_config(corpus_file: Path) -> TrainConfig:
+def make_tiny_config(corpus_file: Path) -> TrainConfig:
+    """The ``tiny_config`` of a corpus (for fixtures of a wider scope than a test)."""
     return TrainConfig(
         n_layer=2,
         n_head=2,
@@ -64,3 +63,13 @@ def tiny_config(corpus_file: Path) -> TrainConfig:
         precision="fp32",
         threads=1,
     )
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus.jsonl")
+
+
+@pytest.fixture
+def tiny_config(corpus_file: Path) -> TrainConfig:
+    return make_tiny_config(corpus_file)

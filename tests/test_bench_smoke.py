@@ -19,6 +19,7 @@ from tests.conftest import make_conversations
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(c) + "\n" for c in make_conversations(80)))

@@ -1,4 +1,9 @@
-"""The pytest plugin, run for real in a subprocess: ``pytest diagnostics --run ...``."""
+"""The pytest plugin, run for real: ``pytest diagnostics --run ...``.
+
+Whole sessions run in a subprocess (marked ``slow``). The usage errors, which stop a session
+before any check runs, go through ``pytest.main`` in this process (:func:`diagnostics_main`);
+one of them, a missing run, also through a subprocess, to see the real command's stderr.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,22 @@ def run_diagnostics(*args: str, pythonpath: Path | None = None) -> subprocess.Co
     )
 
 
+def diagnostics_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                     *args: str) -> subprocess.CompletedProcess:
+    """``pytest diagnostics ARGS`` as :func:`run_diagnostics` runs it, but through
+    ``pytest.main`` in this process: no interpreter start and no imports to repeat (seconds
+    per call). For sessions that stop at a usage error, before any check runs."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    capsys.readouterr()
+    code = pytest.main(["diagnostics", "-p", "no:cacheprovider", *args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["pytest", "diagnostics", *args], int(code), out, err)
+
+
 def fake_run(tmp_path: Path, metrics: dict) -> Path:
     run = tmp_path / "run"
     atomic_write_json(run / "metrics.json", metrics)
@@ -42,24 +63,28 @@ def test_unit_tests_do_not_load_the_plugin(pytestconfig):
     assert pytestconfig.pluginmanager.get_plugin("bankllm-diagnostics-report") is None
 
 
-def test_missing_run_is_a_one_line_usage_error(tmp_path):
+def test_missing_run_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys):
     proc = run_diagnostics("--run", str(tmp_path / "missing"))
     assert proc.returncode == 4, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert "no training run at" in lines[0] and "tox -e train" in lines[0]
     assert "bankllm train" in lines[0] and "Traceback" not in proc.stdout + proc.stderr
+    # the in-process session of the other usage-error tests ends exactly as the command does
+    inproc = diagnostics_main(monkeypatch, capsys, "--run", str(tmp_path / "missing"))
+    assert (inproc.returncode, inproc.stderr) == (proc.returncode, proc.stderr)
 
 
-def test_unknown_threshold_is_a_usage_error(tmp_path):
+def test_unknown_threshold_is_a_usage_error(tmp_path, monkeypatch, capsys):
     th = tmp_path / "th.toml"
     th.write_text("leakage.near = 90\n")
     run = fake_run(tmp_path, healthy_metrics())
-    proc = run_diagnostics("--run", str(run), "--thresholds", str(th))
+    proc = diagnostics_main(monkeypatch, capsys, "--run", str(run), "--thresholds", str(th))
     assert proc.returncode == 4
     assert "unknown threshold 'leakage.near'; valid keys:" in proc.stderr
 
 
+@pytest.mark.slow
 def test_planted_fault_fails_the_session_and_writes_the_report(tmp_path):
     """Under pytest-xdist: the controller merges the CheckResults of both workers."""
     run = fake_run(tmp_path, plant_val_rising(healthy_metrics()))
@@ -77,6 +102,7 @@ def test_planted_fault_fails_the_session_and_writes_the_report(tmp_path):
         "initial_loss": "PASS", "overfitting": "FAIL"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strict, code", [(False, 0), ("--strict", 1)])
 def test_warn_passes_unless_strict(tmp_path, strict, code):
     run = fake_run(tmp_path, healthy_metrics(epochs=3))  # still improving: loss_phases WARN
@@ -104,9 +130,10 @@ def test_every_check_is_one_module_and_one_pytest_check_of_the_same_name():
 
 
 @pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "inf"])
-def test_bad_tolerance_is_a_usage_error_as_in_the_gate(tmp_path, value):
+def test_bad_tolerance_is_a_usage_error_as_in_the_gate(tmp_path, monkeypatch, capsys, value):
     run = fake_run(tmp_path, healthy_metrics())
-    line = _one_usage_error(run_diagnostics("--run", str(run), f"--tolerance={value}"))
+    line = _one_usage_error(diagnostics_main(monkeypatch, capsys, "--run", str(run),
+                                             f"--tolerance={value}"))
     assert "--tolerance must be a finite number >= 0" in line
 
 
@@ -120,6 +147,7 @@ def pytest_runtest_teardown(item):
 """
 
 
+@pytest.mark.slow
 def test_summary_line_lists_the_files_this_session_wrote(tmp_path):
     run = fake_run(tmp_path, healthy_metrics())
     reports = tmp_path / "reports"
@@ -137,7 +165,8 @@ def test_summary_line_lists_the_files_this_session_wrote(tmp_path):
     assert f"report: {four}, scaling_curve.png in {reports}\n" in proc.stdout
 
 
-def test_a_malformed_probe_file_stops_the_session_naming_file_and_line(tmp_path):
+def test_a_malformed_probe_file_stops_the_session_naming_file_and_line(tmp_path, monkeypatch,
+                                                                       capsys):
     run = fake_run(tmp_path, healthy_metrics())
     probes = tmp_path / "probes"
     probes.mkdir()
@@ -149,8 +178,8 @@ def test_a_malformed_probe_file_stops_the_session_naming_file_and_line(tmp_path)
     bad["prompts"] = "not a list"
     lines[2] = json.dumps(bad)
     (probes / "inv.jsonl").write_text("\n".join(lines) + "\n")
-    line = _one_usage_error(run_diagnostics("--run", str(run), "--probes", str(probes),
-                                            "-k", "initial_loss"))
+    line = _one_usage_error(diagnostics_main(monkeypatch, capsys, "--run", str(run),
+                                             "--probes", str(probes), "-k", "initial_loss"))
     assert "inv.jsonl:3" in line and "prompts" in line and "--probes" in line
 
 

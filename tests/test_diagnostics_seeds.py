@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bankllm.fileio import atomic_write_json
 from diagnostics.decision import decide, rate
 from diagnostics.results import CheckResult
@@ -47,6 +49,7 @@ def test_a_check_without_estimates_takes_the_worst_member():
     assert "seed-sensitive" in pooled.reason
 
 
+@pytest.mark.slow
 def test_pytest_diagnostics_on_a_group_reports_one_pooled_result_per_check(tmp_path):
     group = tmp_path / "grp"
     atomic_write_json(group / "seed-0" / "metrics.json", healthy_metrics(seed=0))

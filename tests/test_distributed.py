@@ -7,7 +7,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.training_hooks import hooked_env, wait_for_state
+
+pytestmark = pytest.mark.slow  # torchrun starts three processes per run
 
 TINY = [
     "--set",

@@ -227,6 +227,7 @@ def _readme_snippet() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_snippet_answers_as_bankllm_generate_without_bankllm(transformers, runs,
                                                                      exports, capsys):
     """The README's snippet, run where ``import bankllm`` fails, prints what

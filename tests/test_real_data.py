@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bankllm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,6 +15,7 @@ SHARED_SGD = REPO.parent / "shared" / "data" / "sgd-banks"
 SGD = SHARED_SGD if SHARED_SGD.is_dir() else REPO / "fixtures" / "sgd-banks-sample"
 
 
+@pytest.mark.slow
 def test_sgd_sample_imports_trains_and_is_diagnosed(tmp_path, capsys):
     corpus = tmp_path / "sgd.jsonl"
     assert main(["data", "import", "--format", "sgd", str(SGD), "-o", str(corpus)]) == 0

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from bankllm.errors import EXIT_DIVERGED, BankLLMError
 from bankllm.model import GPT
 from bankllm.steps import evaluate
 from bankllm.training import Trainer
-from tests.conftest import make_conversations
+from tests.conftest import make_conversations, make_tiny_config, write_corpus
 from tests.training_hooks import hooked_env, wait_for_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +143,7 @@ def baseline(corpus, env, tmp_path_factory) -> Path:
 
 
 # -- 1. exact resume after SIGKILL -----------------------------------------------------------
+@pytest.mark.slow
 def test_sigkill_mid_step_then_resume_equals_the_uninterrupted_run(baseline, corpus, env, tmp_path):
     run_dir, marker = tmp_path / "runs" / "killed", tmp_path / "parked"
     # state saved every 2 steps: the last one is step 12; step 13 done and lost, 14 in flight
@@ -165,6 +167,7 @@ def test_sigkill_mid_step_then_resume_equals_the_uninterrupted_run(baseline, cor
     assert [(e["step"], e["epoch"]) for e in resumed] == [(12, 2)]
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_the_state_keeps_the_previous_state_and_resumes_exactly(
     baseline, corpus, env, tmp_path
 ):
@@ -188,6 +191,7 @@ def test_sigkill_while_writing_the_state_keeps_the_previous_state_and_resumes_ex
     _assert_same_run(run_dir, baseline)  # also checks the temporary file was cleaned up
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_the_best_checkpoint_keeps_the_previous_best(
     baseline, corpus, env, tmp_path
 ):
@@ -223,6 +227,7 @@ def test_sigkill_while_writing_the_best_checkpoint_keeps_the_previous_best(
 
 
 # -- 2. SIGINT / SIGTERM ---------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_finishes_the_step_saves_and_prints_how_to_resume(
     baseline, corpus, env, tmp_path, sig, exit_code
@@ -433,16 +438,25 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.fixture
-def small_run(tiny_config, tmp_path) -> Path:
-    cfg = _tiny(tiny_config, epochs=1)
-    run_dir = tmp_path / "runs" / "small"
+@pytest.fixture(scope="module")
+def trained_small_run(tmp_path_factory) -> Path:
+    """A one-epoch tiny run, trained once for the tests that damage a copy of it."""
+    root = tmp_path_factory.mktemp("small")
+    cfg = _tiny(make_tiny_config(write_corpus(root / "corpus.jsonl")), epochs=1)
+    run_dir = root / "runs" / "small"
     assert Trainer(cfg, run_dir, show_progress=False).train() == 0
     return run_dir
 
 
+@pytest.fixture
+def small_run(trained_small_run, tmp_path) -> Path:
+    """A fresh copy of ``trained_small_run`` (same name) for this test to tamper with."""
+    return Path(shutil.copytree(trained_small_run, tmp_path / "runs" / "small"))
+
+
 @pytest.mark.parametrize("fmt", ["torch.save", "pickle"])
-def test_a_state_whose_pickle_runs_code_is_refused_and_never_run(small_run, tmp_path, env, fmt):
+def test_a_state_whose_pickle_runs_code_is_refused_and_never_run(small_run, tmp_path, capsys,
+                                                                 fmt):
     marker = tmp_path / "pwned"
     payload = {"model": _Exploit(marker), "optimizer": {}, "progress": {}}
     state_file = small_run / ckpt.STATE_FILE
@@ -465,7 +479,11 @@ def test_a_state_whose_pickle_runs_code_is_refused_and_never_run(small_run, tmp_
     # an interrupted run is what --resume loads
     metrics = ckpt.read_metrics(small_run)
     ckpt.write_metrics(small_run, {**metrics, "status": "interrupted"})
-    code, out, err = _bankllm(["train", "--resume", str(small_run), "--quiet"], env)
+    from bankllm.cli import main
+
+    capsys.readouterr()
+    code = main(["train", "--resume", str(small_run), "--quiet"])
+    out, err = capsys.readouterr()
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "refused" in err, err
     assert "Traceback" not in err and "bankllm:" not in out  # stopped before training

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import importlib.util
 import json
 import shutil
@@ -82,3 +83,17 @@ def test_switching_environments_reuses_the_shared_virtualenv(tmp_path: Path) -> 
     output = tox("two")
     assert "recreate env because" not in output
     assert marker.exists()
+
+
+def test_ci_runs_the_slow_tests_that_tox_e_test_leaves_out() -> None:
+    """``tox -e test`` runs the tests not marked slow, ``tox -e test-slow`` the slow ones, in
+    the shared virtualenv, and ``.ci/run`` runs both: every test runs in CI."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    assert 'pytest -n auto -m "not slow"' in ini["testenv:test"]["commands"]
+    assert "pytest -n auto -m slow" in ini["testenv:test-slow"]["commands"]
+    assert "env_dir" not in ini["testenv:test-slow"]  # the [testenv] one: .tox/bankllm
+    commands = [line.split() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    tox_runs = [c[1:] for c in commands if Path(c[0]).name == "tox"]
+    assert ["-e", "test"] in tox_runs and ["-e", "test-slow"] in tox_runs
