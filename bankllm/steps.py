@@ -101,7 +101,7 @@ def accumulate_gradients(
         last = i == len(parts) - 1
         with no_sync() if no_sync is not None and not last else nullcontext():
             with autocast(device, precision):
-                _, loss = model(x, y, reduction="sum")
+                loss = model(x, y, reduction="sum")[1]  # the logits freed before backward
             (loss / max(denominator, 1)).backward()
         loss_sum += float(loss.detach())
     return loss_sum, tokens, padded

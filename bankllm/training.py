@@ -51,6 +51,7 @@ from bankllm.data import (
 )
 from bankllm.errors import EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, BankLLMError
 from bankllm.fileio import atomic_write_json, load_schema, validate_json
+from bankllm.memory import bound_kernel_caches
 from bankllm.model import GPT
 from bankllm.precision import inference, resolve_device, resolve_precision
 from bankllm.progress import TrainingProgress
@@ -108,6 +109,7 @@ class Trainer:
             tb_logging.require()
         if self.ctx.is_main:
             check_writable(self.run_dir)
+        bound_kernel_caches()  # bench/README.md, Memory
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
