@@ -112,10 +112,11 @@ def inference(model: torch.nn.Module, precision: str | None) -> Iterator[None]:
         model.train(was_training)
 
 
-def resolve_device(cfg: Any) -> torch.device:
-    """``cpu``, ``cuda`` (an error without CUDA) or ``auto`` (CUDA when present)."""
-    if cfg.device == "auto":
+def resolve_device(device: str) -> torch.device:
+    """The config's ``device``: ``cpu``, ``cuda`` (an error without CUDA) or ``auto`` (CUDA
+    when present)."""
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise BankLLMError("config: device=cuda but no CUDA device is available (use cpu or auto)")
-    return torch.device(cfg.device)
+    return torch.device(device)

@@ -33,7 +33,7 @@ def cli_train(args: Any) -> int:
             overrides.append(f"data={args.data}")
         cfg = load_config(args.config, overrides)
         resume = False
-    ctx = distributed.setup(resolve_device(cfg).type)
+    ctx = distributed.setup(resolve_device(cfg.device).type)
     try:
         return _train_in_context(args, cfg, resume, ctx)
     finally:

@@ -114,7 +114,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.device = resolve_device(cfg)
+        self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and self.ctx.is_distributed:
             self.device = torch.device("cuda", self.ctx.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)

@@ -104,7 +104,7 @@ def family_level(tests: int, level: float = LEVEL) -> float:
     """Confidence level of each of ``tests`` intervals that may each FAIL a check on its own
     (one per intent, say), so that the chance of any false FAIL stays at most ``1 - level``
     (Bonferroni): twelve per-intent tests at 95% each would falsely FAIL a model that sits on
-    the line about four times in ten."""
+    the line in every intent about one time in four."""
     return 1 - (1 - level) / max(1, tests)
 
 
@@ -121,6 +121,17 @@ def rate(hits: Sequence[float], counts: Sequence[int], unit: str,
         low, high = min(low, boot[0]), max(high, boot[1])
         method = f"bootstrap over {unit} (at least Wilson)"
     return Estimate(value, low, high, len(counts), unit, method, level)
+
+
+def rate_in_family(hits: Sequence[float], counts: Sequence[int], unit: str, tests: int,
+                   **rule: Any) -> tuple[Estimate, Verdict]:
+    """``(the rate's 95% estimate, its verdict)`` for one of ``tests`` decisions that may each
+    FAIL a check on its own: the verdict is :func:`decide` (``rule``: its keyword arguments)
+    on the interval at :func:`family_level` ``(tests)``; the estimate is what a report shows."""
+    shown = rate(hits, counts, unit)
+    level = family_level(tests)
+    judged_on = shown if level == shown.level else rate(hits, counts, unit, level)
+    return shown, decide(judged_on, **rule)
 
 
 def difference(a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float], Sequence[int]],

@@ -17,7 +17,7 @@ from bankllm.audit import (
     NEAR_RATIO,
     audit_corpus,
 )
-from diagnostics.decision import decide, family_level, rate
+from diagnostics.decision import decide, rate, rate_in_family
 from diagnostics.results import CheckResult, table, worst
 
 NAME = "data_consistency"
@@ -68,11 +68,10 @@ def analyse_data_consistency(conversations: Sequence[dict[str, Any]],
         parts.append(f"entity mismatch {ent.mismatched}/{ent.eligible} eligible exchanges, "
                      f"{verdict.reason}")
         rows, row_status = [], []
-        level = family_level(len(ent.by_intent))  # one chance of a false FAIL per intent
         for label, hits in sorted(ent.by_intent.items(), key=lambda kv: -sum(kv[1]) / len(kv[1])):
-            e = rate(hits, [1] * len(hits), "eligible exchanges")
-            v = decide(rate(hits, [1] * len(hits), "eligible exchanges", level),
-                       pass_line=max_entity, fail_line=max_entity, higher_is_better=False)
+            e, v = rate_in_family(hits, [1] * len(hits), "eligible exchanges",
+                                  len(ent.by_intent), pass_line=max_entity,
+                                  fail_line=max_entity, higher_is_better=False)
             if v.status == "FAIL":
                 details["decisions"][f"entity_mismatch[{label}]"] = v.rule
                 statuses.append("FAIL")

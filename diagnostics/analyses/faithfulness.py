@@ -16,7 +16,7 @@ from typing import Any
 
 from bankllm.entities import mentioned_account_types
 from diagnostics.analyses._probes import MAX_ROWS, clip_answer
-from diagnostics.decision import LEVEL, decide, family_level, rate
+from diagnostics.decision import decide, family_level, rate, rate_in_family
 from diagnostics.paired import identity
 from diagnostics.results import CheckResult, table, worst
 
@@ -105,12 +105,18 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
         group[1].append(len(rec["variants"]))
     pooled = rate(hits, counts, "DIR probes")
     pooled_verdict = decide(pooled, higher_is_better=True, fmt=_pct, **lines)
-    intents = {name: rate(h, c, "DIR probes") for name, (h, c) in sorted(by_intent.items())}
-    with_probs = bool(entity_probs) and len(by_intent) > 0
-    level = family_level(len(by_intent) * (2 if with_probs else 1))
-    intent_verdicts = {name: decide(rate(h, c, "DIR probes", level), higher_is_better=True,
-                                    fmt=_pct, **lines)
-                       for name, (h, c) in sorted(by_intent.items())}
+    prob_pooled, prob_sums = _probability_sums(probes, entity_probs or {})
+    tests = len(by_intent) + len(prob_sums)  # per-intent decisions, each able to FAIL the check
+    judged = {name: rate_in_family(h, c, "DIR probes", tests, higher_is_better=True, fmt=_pct,
+                                   **lines) for name, (h, c) in sorted(by_intent.items())}
+    intents = {name: est for name, (est, _) in judged.items()}
+    intent_verdicts = {name: verdict for name, (_, verdict) in judged.items()}
+    prob_intents = {name: rate_in_family(h, c, "DIR probes", tests, higher_is_better=True,
+                                         fmt=_pct, **lines) for name, (h, c) in prob_sums.items()}
+    prob_verdict = None  # (pooled estimate, its verdict) where probabilities were scored
+    if prob_pooled is not None:
+        prob_est = rate(*prob_pooled, "DIR probes")
+        prob_verdict = (prob_est, decide(prob_est, higher_is_better=True, fmt=_pct, **lines))
     n, faithful = sum(counts), sum(hits)
     values: dict[str, Any] = {
         **pooled.values("faithfulness"), "n_variants": n, "n_unfaithful": n - faithful,
@@ -120,7 +126,6 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
                               "status": intent_verdicts[name].status}
                        for name, est in intents.items()},
     }
-    prob_verdict, prob_intents = _probability_verdicts(probes, entity_probs or {}, lines, level)
     failing = [k for k, v in intent_verdicts.items() if v.status == "FAIL"]
     failing += [k for k, (_, v) in prob_intents.items() if v.status == "FAIL"]
     status = "FAIL" if failing else pooled_verdict.status
@@ -178,18 +183,17 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
                             f"({pooled.n} DIR probes)")
     if len(intents) > 1:
         details["notes"].append(
-            f"an intent's verdict is decided on its {level:.1%} interval (the tables show "
-            f"95%): with {len(intent_verdicts) + len(prob_intents)} per-intent tests, each able "
-            "to FAIL the check, the chance of a false FAIL stays under 5% (Bonferroni)")
+            f"an intent's verdict is decided on its {family_level(tests):.1%} interval (the "
+            f"tables show 95%): with {tests} per-intent tests, each able to FAIL the check, the "
+            "chance of a false FAIL stays under 5% (Bonferroni)")
     return CheckResult(NAME, status, reason, values, th, details)
 
 
-def _probability_verdicts(probes: Any, entity_probs: Mapping[str, float],
-                          lines: Mapping[str, float], intent_level: float
-                          ) -> tuple[Any, dict[str, Any]]:
-    """``((pooled estimate, verdict) or None, {intent: (estimate, verdict)})`` of the mean
-    probability of the requested entity, clusters = DIR probes; the estimates are at 95%, each
-    intent's verdict is decided at ``intent_level``."""
+def _probability_sums(probes: Any, entity_probs: Mapping[str, float]
+                      ) -> tuple[tuple[list[float], list[int]] | None,
+                                 dict[str, tuple[list[float], list[int]]]]:
+    """Per DIR probe, the summed probability of the requested entity and the number of its
+    variants scored (``entity_probs``): ``(pooled or None, {intent: sums})``."""
     pooled: tuple[list[float], list[int]] = ([], [])
     by_intent: dict[str, tuple[list[float], list[int]]] = {}
     for rec in probes.dir:
@@ -199,13 +203,4 @@ def _probability_verdicts(probes: Any, entity_probs: Mapping[str, float],
         for sums in (pooled, by_intent.setdefault(rec["intent"], ([], []))):
             sums[0].append(sum(got))
             sums[1].append(len(got))
-    if not pooled[1]:
-        return None, {}
-
-    def judged(hits: list[float], counts: list[int], level: float) -> tuple[Any, Any]:
-        judged_on = rate(hits, counts, "DIR probes", level)
-        return rate(hits, counts, "DIR probes"), decide(judged_on, higher_is_better=True,
-                                                        fmt=_pct, **lines)
-
-    return judged(*pooled, LEVEL), {k: judged(*v, intent_level) for k, v in
-                                   sorted(by_intent.items())}
+    return (pooled if pooled[1] else None), dict(sorted(by_intent.items()))
