@@ -50,31 +50,43 @@ def per_conversation_losses(
     return out
 
 
-def next_token_probs(
+def continuation_logprobs(
     model: torch.nn.Module,
-    sequences: list[list[int]],
+    contexts: list[list[int]],
+    continuations: list[list[int]],
     pad_id: int,
-    precision: str = "fp32",
+    precision: str | None = "fp32",
     batch_size: int = 64,
-) -> list[list[float]]:
-    """The model's next-token distribution after each of ``sequences`` (eval mode, no
-    autograd; right-padded batches, so padding never changes a causal prediction). A sequence
-    longer than ``block_size`` keeps its last ``block_size`` tokens."""
+) -> list[float]:
+    """The summed log-probability (nats) of each continuation's tokens following its context,
+    teacher-forced (eval mode, no autograd; right-padded batches, so padding never changes a
+    causal prediction). A context and continuation longer than ``block_size + 1`` tokens lose
+    their oldest context tokens; a continuation must have 1 to ``block_size`` tokens."""
     block = model.config.block_size
-    seqs = [list(s[-block:]) for s in sequences]
-    out: list[list[float]] = [[] for _ in seqs]
+    seqs, ends = [], []
+    for ctx, cont in zip(contexts, continuations, strict=True):
+        if not 1 <= len(cont) <= block or not ctx:
+            raise ValueError(f"need a context and a continuation of 1 to {block} tokens, got "
+                             f"{len(ctx)} and {len(cont)}")
+        seqs.append([*ctx, *cont][-(block + 1):])
+        ends.append(len(cont))
+    out = [0.0] * len(seqs)
     device = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     with inference(model, precision):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            width = max(len(seqs[i]) for i in batch)
+            width = max(len(seqs[i]) for i in batch) - 1
             x = torch.full((len(batch), width), pad_id, dtype=torch.long, device=device)
+            y = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long, device=device)
             for r, i in enumerate(batch):
-                x[r, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
+                seq = torch.tensor(seqs[i], dtype=torch.long)
+                n = len(seqs[i]) - 1
+                x[r, :n] = seq[:-1]
+                y[r, n - ends[i]:n] = seq[-ends[i]:]
             logits = model(x)[0].float()
-            last = torch.tensor([len(seqs[i]) - 1 for i in batch], device=device)
-            probs = torch.softmax(logits[torch.arange(len(batch), device=device), last], dim=-1)
-            for r, i in enumerate(batch):
-                out[i] = probs[r].tolist()
+            nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE_INDEX,
+                                  reduction="none")
+            for i, total in zip(batch, nll.double().sum(dim=1).tolist(), strict=True):
+                out[i] = -total
     return out

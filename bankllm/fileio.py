@@ -119,6 +119,17 @@ def parse_json(text: str, origin: str, what: str = "file") -> Any:
         raise BankLLMError(f"{origin}: {what} is not valid JSON ({reason})") from None
 
 
+def _json_line(line: str) -> tuple[Any, str | None]:
+    """``(value, None)``, or ``(None, why it is not JSON)`` for one line of JSON Lines."""
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return None, f"not valid JSON ({reason})"
+
+
 def parse_jsonl(text: str, origin: str) -> Iterator[tuple[int, Any]]:
     """``(line number, value)`` for every non-blank line of JSON Lines ``text``; a line that is
     not JSON is a :class:`BankLLMError` naming ``origin:line`` (and the column).
@@ -129,33 +140,61 @@ def parse_jsonl(text: str, origin: str) -> Iterator[tuple[int, Any]]:
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BankLLMError(
-                f"{origin}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-            ) from None
-        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise BankLLMError(f"{origin}:{lineno}: not valid JSON ({reason})") from None
+        value, problem = _json_line(line)
+        if problem is not None:
+            raise BankLLMError(f"{origin}:{lineno}: {problem}")
         yield lineno, value
 
 
-def parse_records(text: str, origin: str, schema: dict[str, Any]) -> list[dict[str, Any]]:
-    """The records of JSON Lines ``text``, each valid against ``schema`` and with an ``id``
-    unique in the file; errors name ``origin:line`` and the field at fault."""
+def record_problems(text: str, origin: str, schema: dict[str, Any],
+                    check: Callable[[dict[str, Any]], str | None] | None = None
+                    ) -> tuple[list[str], list[dict[str, Any]]]:
+    """``(problems, valid records)`` of JSON Lines ``text``: one ``origin:line: ...`` line per
+    bad record (not JSON, invalid against ``schema`` naming the field, an ``id`` seen before,
+    or what ``check`` says of a schema-valid record), and the records with none."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    problems: list[str] = []
     records: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for lineno, record in parse_jsonl(text, origin):
-        validate_json(record, schema, f"{origin}:{lineno}")
-        if record["id"] in seen:
-            raise BankLLMError(
-                f"{origin}:{lineno}: field 'id': duplicate id {record['id']!r} "
-                f"(first on line {seen[record['id']]})"
-            )
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{origin}:{lineno}"
+        record, problem = _json_line(line)
+        if problem is None:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+            if error is not None:
+                problem = f"field '{_field(error)}': {error.message}"
+            elif record["id"] in seen:
+                problem = (f"field 'id': duplicate id {record['id']!r} (first on line "
+                           f"{seen[record['id']]})")
+            elif check is not None:
+                problem = check(record)
+        if problem is not None:
+            problems.append(f"{where}: {problem}")
+            continue
         seen[record["id"]] = lineno
         records.append(record)
+    return problems, records
+
+
+def parse_records(text: str, origin: str, schema: dict[str, Any],
+                  check: Callable[[dict[str, Any]], str | None] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The records of JSON Lines ``text``, each valid against ``schema`` (and ``check``) with
+    an ``id`` unique in the file; the first bad record is a :class:`BankLLMError` naming
+    ``origin:line`` and the field at fault (:func:`record_problems` lists them all)."""
+    problems, records = record_problems(text, origin, schema, check)
+    if problems:
+        more = f" (and {len(problems) - 1} more bad records)" if len(problems) > 1 else ""
+        raise BankLLMError(problems[0] + more)
     return records
+
+
+def _field(error: Any) -> str:
+    return "/".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
 def load_schema(package: str, name: str) -> dict[str, Any]:
@@ -172,5 +211,4 @@ def validate_json(obj: Any, schema: dict[str, Any], origin: str) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
     if error is not None:
-        field = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise BankLLMError(f"{origin}: field '{field}': {error.message}")
+        raise BankLLMError(f"{origin}: field '{_field(error)}': {error.message}")

@@ -4,21 +4,23 @@ A probes directory holds three JSONL files, one record per line, each validated 
 kind in ``schemas/probes.schema.json``:
 
 * ``inv.jsonl``: paraphrase groups ``{"id", "intent", "entity", "prompts": [...]}``;
-* ``dir.jsonl``: entity swaps ``{"id", "intent", "variants": [{"entity", "prompt"} x 3]}``
-  (checking, savings, credit card, in that order);
+* ``dir.jsonl``: entity swaps ``{"id", "intent", "variants": [{"entity", "prompt",
+  "mentions"?}, ...]}``: the same request about two or more entities, each named in answers by
+  its ``mentions`` (default: the entity itself; :func:`dir_mentions`);
 * ``mft.jsonl``: novel prompts ``{"id", "intent", "entity", "prompt"}``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bankllm.entities import named_entities
 from bankllm.errors import EXIT_USAGE, BankLLMError
-from bankllm.fileio import load_schema, parse_records
+from bankllm.fileio import load_schema, parse_records, record_problems
 
 PROBE_KINDS: tuple[str, ...] = ("inv", "dir", "mft")
 """The probe kinds, each stored in ``<kind>.jsonl``."""
@@ -41,36 +43,59 @@ def _kind_schema(schema: dict[str, Any], kind: str) -> dict[str, Any]:
     return {"$schema": schema.get("$schema"), "$defs": schema["$defs"], "$ref": f"#/$defs/{kind}"}
 
 
-def _load_file(path: Path, schema: dict[str, Any]) -> list[dict[str, Any]]:
+def _read_probe_file(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BankLLMError(
-            f"{path}: probe file not found; run `bankllm data synth` to create the probe sets"
-        ) from None
+            f"{path}: probe file not found; a probe folder holds inv.jsonl, dir.jsonl and "
+            "mft.jsonl (an empty file for a kind you do not use; `bankllm data synth` writes "
+            "the bundled ones)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BankLLMError(f"{path}: cannot read probe file ({exc})") from None
-    return parse_records(text, str(path), schema)
 
 
 def load_probes(directory: str | Path) -> Probes:
     """Read and validate ``inv.jsonl``, ``dir.jsonl`` and ``mft.jsonl`` from ``directory``.
 
-    Raises :class:`~bankllm.errors.BankLLMError` naming ``file:line`` and the field for a bad
-    record, and saying to run ``bankllm data synth`` when the directory or a file is missing.
+    Raises :class:`~bankllm.errors.BankLLMError` naming ``file:line`` and the field of the
+    first bad record (``bankllm data probes --check DIR`` lists them all), or naming the
+    missing directory or file.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise BankLLMError(
-            f"{directory}: probe directory not found; run `bankllm data synth` "
-            f"(--probes-dir {directory}) to create it"
+            f"{directory}: probe directory not found; it should hold "
+            f"{', '.join(f'{k}.jsonl' for k in PROBE_KINDS)} (docs/probes.md; `bankllm data "
+            f"synth --probes-dir {directory}` writes the bundled ones)"
         )
     schema = load_schema("bankllm", "probes.schema.json")
-    loaded = {
-        kind: _load_file(directory / f"{kind}.jsonl", _kind_schema(schema, kind))
-        for kind in PROBE_KINDS
-    }
+    loaded = {}
+    for kind in PROBE_KINDS:
+        path = directory / f"{kind}.jsonl"
+        loaded[kind] = parse_records(_read_probe_file(path), str(path),
+                                     _kind_schema(schema, kind), _entity_twice)
     return Probes(**loaded)
+
+
+def dir_mentions(record: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``{entity: its mentions}`` of a DIR record, in variant order: how an answer names each
+    entity (a variant's ``mentions``, or the entity itself)."""
+    return {v["entity"]: tuple(v.get("mentions") or (v["entity"],)) for v in record["variants"]}
+
+
+def entities_named_in(probes: Probes, texts: Sequence[str]) -> set[str]:
+    """The DIR entities of ``probes`` that any of ``texts`` names (by any of their mentions)."""
+    mentions: dict[str, set[str]] = {}
+    for rec in probes.dir:
+        for entity, phrases in dir_mentions(rec).items():
+            mentions.setdefault(entity, set()).update(phrases)
+    named: set[str] = set()
+    for text in texts:
+        named.update(named_entities(text, mentions))
+        if len(named) == len(mentions):
+            break
+    return named
 
 
 def fit_probes(probes: Probes, train_intents: set[str],
@@ -92,38 +117,14 @@ def fit_probes(probes: Probes, train_intents: set[str],
     return Probes(**kept), left_out
 
 
-def _record_problems(path: Path, text: str, schema: dict[str, Any]) -> tuple[list[str], int]:
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
-    problems: list[str] = []
-    seen: dict[str, int] = {}
-    valid = 0
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{lineno}: (record): not valid JSON ({exc.msg} at column "
-                            f"{exc.colno})")
-            continue
-        except (ValueError, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            problems.append(f"{path}:{lineno}: (record): not valid JSON ({reason})")
-            continue
-        error = jsonschema.exceptions.best_match(validator.iter_errors(record))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-            problems.append(f"{path}:{lineno}: {where}: {error.message}")
-            continue
-        if record["id"] in seen:
-            problems.append(f"{path}:{lineno}: id: duplicate id {record['id']!r} (first on line "
-                            f"{seen[record['id']]})")
-            continue
-        seen[record["id"]] = lineno
-        valid += 1
-    return problems, valid
+def _entity_twice(record: dict[str, Any]) -> str | None:
+    """What is wrong with a DIR record naming one entity in two variants, else None."""
+    entities = [v["entity"] for v in record.get("variants", [])]
+    twice = next((e for e in entities if entities.count(e) > 1), None)
+    if twice is None:
+        return None
+    return (f"field 'variants': entity {twice!r} appears in more than one variant; a DIR "
+            "record asks about each entity once")
 
 
 def check_probes(directory: str | Path) -> tuple[list[str], dict[str, int]]:
@@ -140,18 +141,15 @@ def check_probes(directory: str | Path) -> tuple[list[str], dict[str, int]]:
     for kind in PROBE_KINDS:
         path = directory / f"{kind}.jsonl"
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            problems.append(f"{path}: file not found; a probe folder holds inv.jsonl, dir.jsonl "
-                            "and mft.jsonl (an empty file for a kind you do not use)")
+            text = _read_probe_file(path)
+        except BankLLMError as exc:
+            problems.append(str(exc))
             counts[kind] = 0
             continue
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{path}: cannot read probe file ({exc})")
-            counts[kind] = 0
-            continue
-        found, counts[kind] = _record_problems(path, text, _kind_schema(schema, kind))
+        found, records = record_problems(text, str(path), _kind_schema(schema, kind),
+                                         _entity_twice)
         problems += found
+        counts[kind] = len(records)
     return problems, counts
 
 
@@ -163,6 +161,6 @@ def cli_check_probes(args: Any) -> int:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         return EXIT_USAGE
-    print(f"{args.check}: {counts['inv']} INV groups, {counts['dir']} DIR triples, "
+    print(f"{args.check}: {counts['inv']} INV groups, {counts['dir']} DIR swaps, "
           f"{counts['mft']} MFT prompts: all valid")
     return 0

@@ -33,7 +33,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from bankllm.entities import ACCOUNT_TYPES, MONTHS
+from bankllm.entities import ACCOUNT_MENTIONS, ACCOUNT_TYPES, MONTHS
 
 CARD_TYPES: tuple[str, ...] = ("debit card", "credit card")
 PAYEES: tuple[str, ...] = (
@@ -363,7 +363,8 @@ def synthesize_probes(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
                     "intent": intent,
                     "variants": [
                         {"entity": acct,
-                         "prompt": render_prompt(template, {**base, "account_type": acct})}
+                         "prompt": render_prompt(template, {**base, "account_type": acct}),
+                         "mentions": list(ACCOUNT_MENTIONS[acct])}
                         for acct in ACCOUNT_TYPES
                     ],
                 })

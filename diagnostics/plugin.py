@@ -62,8 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="FILE", help="val-loss baseline (default reports/baseline.json)")
     group.addoption("--tolerance", dest="bankllm_tolerance", type=float, default=0.02,
                     metavar="REL", help="allowed relative val-loss increase (default 0.02)")
-    group.addoption("--probes", dest="bankllm_probes", default=DEFAULT_PROBES, metavar="DIR",
-                    help=f"probe sets of consistency and faithfulness (default {DEFAULT_PROBES})")
+    group.addoption("--probes", dest="bankllm_probes", default=None, metavar="DIR",
+                    help="probe sets of consistency and faithfulness (default: the thresholds "
+                    f"file's probes key, else {DEFAULT_PROBES})")
     for name, text in OPTIONAL_SECTIONS.items():
         group.addoption(f"--no-{name}", dest=f"bankllm_no_{name}", action="store_true",
                         help=text)
@@ -111,7 +112,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def probes_dir(config: pytest.Config) -> Path:
-    return _path(config, config.option.bankllm_probes)
+    """The probe folder: ``--probes``, else the ``probes`` key of the thresholds sources
+    (pyproject's table or ``--thresholds FILE``), else the bundled ``fixtures/probes``."""
+    if config.option.bankllm_probes is not None:
+        return _path(config, config.option.bankllm_probes)
+    return _chosen_probes(config) or _path(config, DEFAULT_PROBES)
+
+
+def _chosen_probes(config: pytest.Config) -> Path | None:
+    """The probe folder a thresholds source names, if any."""
+    thresholds = config.stash.get(_THRESHOLDS, None)
+    return thresholds.probes if thresholds is not None else None
 
 
 def _workers() -> int:
@@ -170,7 +181,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         except BankLLMError as exc:
             raise pytest.UsageError(f"{exc}: retrain, or pass --run DIR") from None
     probes = probes_dir(config)
-    if probes.is_dir():  # a malformed probe file stops the session; a missing folder SKIPs
+    chosen = config.option.bankllm_probes is not None or _chosen_probes(config) is not None
+    if chosen and not probes.is_dir():
+        raise pytest.UsageError(f"{probes}: probe directory not found (named by --probes or a "
+                                "thresholds file's probes key); it should hold inv.jsonl, "
+                                "dir.jsonl and mft.jsonl (docs/probes.md)")
+    if probes.is_dir():  # a malformed probe file stops the session; a missing default SKIPs
         from bankllm.probes import load_probes
 
         try:
@@ -183,8 +199,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     path = run_dir(config)
     shown = f"{path} -> {path.resolve()}" if path.is_symlink() else str(path)
     sources = " + ".join(config.stash[_THRESHOLDS].sources)
-    return [f"bankllm diagnostics: run {shown}; thresholds: {sources}; "
-            f"strict: {'yes' if is_strict(config) else 'no'}"]
+    return [f"bankllm diagnostics: run {shown}; thresholds: {sources}; probes: "
+            f"{probes_dir(config)}; strict: {'yes' if is_strict(config) else 'no'}"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -304,8 +320,7 @@ def fitted_probes(probes: Any, split: Any) -> Any:
     """``(probes that fit the run, {kind: left out})``, or None without probes: a probe whose
     intent the train split lacks (when it has intent labels) or a DIR variant whose entity it
     never names is left out (``bankllm.probes.fit_probes``)."""
-    from bankllm.entities import mentioned_account_types
-    from bankllm.probes import fit_probes
+    from bankllm.probes import entities_named_in, fit_probes
 
     if probes is None:
         return None
@@ -313,8 +328,8 @@ def fitted_probes(probes: Any, split: Any) -> Any:
                for i in (c.get("intent"), *(m.get("intent") for m in c["messages"])) if i}
     if not intents:  # no labels: only the entities can be checked
         intents = {r["intent"] for kind in ("inv", "dir", "mft") for r in getattr(probes, kind)}
-    entities = {e for c in split.train for m in c["messages"]
-                for e in mentioned_account_types(m["content"])}
+    entities = entities_named_in(probes, [m["content"] for c in split.train
+                                          for m in c["messages"]])
     return fit_probes(probes, intents, entities)
 
 

@@ -7,32 +7,42 @@ from __future__ import annotations
 from typing import Any
 
 from diagnostics.analyses._probes import probe_prompts
-from diagnostics.analyses.faithfulness import (
-    ENTITY_WORDS,
-    NAME,
-    analyse_faithfulness,
-    entity_decision_points,
-)
+from diagnostics.analyses.faithfulness import NAME, analyse_faithfulness, entity_decision_points
 from diagnostics.paired import compare_with_baseline
 from diagnostics.plugin import probes_that_fit
 
 
 def entity_probabilities(run: Any, model: Any, points: list) -> dict[str, float]:
-    """Per DIR prompt, the model's probability of the requested entity's word among the
-    probe's entities, right where its own greedy answer names one (fp32)."""
-    from bankllm.evaluation import next_token_probs
+    """Per DIR prompt, the model's probability of the requested entity's mention among the
+    probe's entities' mentions (each scored whole, teacher-forced), right where its own greedy
+    answer names one (fp32). An entity whose mention holds a word the tokenizer does not know
+    is left out; a prompt whose requested entity is left out gets no probability."""
+    import math
+
+    from bankllm.evaluation import continuation_logprobs
 
     tok = run.tokenizer
-    word_id = {e: tok.index[w] for e, w in ENTITY_WORDS.items() if w in tok.index}
-    seqs = [tok.encode_prompt([{"role": "customer", "content": prompt}])
-            + [tok.index.get(w, tok.unk_id) for w in before] for prompt, before, _, _ in points]
+    contexts, continuations, owners = [], [], []
+    for prompt, before, mentions, _ in points:
+        context = tok.encode_prompt([{"role": "customer", "content": prompt}]) + [
+            tok.index.get(w, tok.unk_id) for w in before]
+        for entity, phrase in mentions.items():
+            ids = tok.encode_text(phrase)
+            if ids and tok.unk_id not in ids:
+                contexts.append(context)
+                continuations.append(ids)
+                owners.append((prompt, entity))
+    logp: dict[str, dict[str, float]] = {}
+    for (prompt, entity), value in zip(owners, continuation_logprobs(
+            model, contexts, continuations, tok.pad_id), strict=True):
+        logp.setdefault(prompt, {})[entity] = value
     out = {}
-    for (prompt, _, entities, requested), dist in zip(
-            points, next_token_probs(model, seqs, tok.pad_id), strict=True):
-        ids = {e: word_id[e] for e in entities if e in word_id}
-        total = sum(dist[i] for i in ids.values())
-        if total > 0 and requested in ids:
-            out[prompt] = dist[ids[requested]] / total
+    for prompt, _, _, requested in points:
+        scores = logp.get(prompt, {})
+        if requested in scores and len(scores) > 1:
+            top = max(scores.values())
+            total = sum(math.exp(v - top) for v in scores.values())
+            out[prompt] = math.exp(scores[requested] - top) / total
     return out
 
 

@@ -7,6 +7,8 @@ use one section per check, written as dotted keys or tables::
     overfitting.rel_gap_pass = 0.10      # or  [overfitting]  rel_gap_pass = 0.10
 
 An override file may also be a whole pyproject.toml (its ``[tool.bankllm.diagnostics]`` is used).
+Besides the sections, a source may name the probe folder of the probe checks, ``probes =
+"DIR"`` (relative to the file that sets it); ``pytest diagnostics --probes DIR`` overrides it.
 Unknown sections or keys are errors that list the valid keys. The built-in defaults come from
 the check modules (:mod:`diagnostics.registry`): a new check's section exists once its module
 declares ``DEFAULTS``.
@@ -24,6 +26,7 @@ from bankllm.errors import BankLLMError
 from diagnostics.registry import DEFAULTS, ORDERED
 
 Number = int | float
+PROBES_KEY = "probes"
 
 def valid_keys() -> list[str]:
     """Every ``section.key`` a thresholds source may set."""
@@ -36,6 +39,7 @@ class Thresholds:
 
     values: dict[str, dict[str, Number]] = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
     sources: list[str] = field(default_factory=lambda: ["built-in defaults"])
+    probes: Path | None = None  # the probe folder a source names (``probes = "DIR"``), if any
 
     def for_check(self, name: str) -> dict[str, Number]:
         """Flat thresholds of check ``name``: the shared early-stopping keys plus its own."""
@@ -46,13 +50,17 @@ class Thresholds:
     def to_dict(self) -> dict[str, Any]:
         return {"sources": list(self.sources), "values": copy.deepcopy(self.values)}
 
-    def update(self, table: dict[str, Any], origin: str) -> None:
-        """Apply a ``{section: {key: number}}`` table; unknown keys and bad values are errors."""
+    def update(self, table: dict[str, Any], origin: str, base: Path | None = None) -> None:
+        """Apply a ``{section: {key: number}}`` table (and its ``probes`` folder, relative to
+        ``base``); unknown keys and bad values are errors."""
         if not isinstance(table, dict):
             raise BankLLMError(f"{origin}: expected a table of threshold sections")
         valid = ", ".join(valid_keys())
         sections = ", ".join(DEFAULTS)
         for section, keys in table.items():
+            if section == PROBES_KEY:
+                self.probes = _probe_folder(keys, origin, base)
+                continue
             if not isinstance(keys, dict) and section in DEFAULTS:
                 own = ", ".join(f"{section}.{k}" for k in DEFAULTS[section])
                 raise BankLLMError(
@@ -62,7 +70,8 @@ class Thresholds:
             if not isinstance(keys, dict):
                 raise BankLLMError(
                     f"{origin}: unknown top-level key '{section}' (thresholds are written "
-                    f"section.key = number; sections: {sections}); valid keys: {valid}"
+                    f"section.key = number; sections: {sections}; or probes = \"DIR\"); valid "
+                    f"keys: {valid}"
                 )
             if section not in DEFAULTS:
                 raise BankLLMError(
@@ -79,6 +88,14 @@ class Thresholds:
             if self.values[section][low] > self.values[section][high]:
                 raise BankLLMError(f"{origin}: {section}.{low} must be <= {section}.{high}")
         self.sources.append(origin)
+
+
+def _probe_folder(value: Any, origin: str, base: Path | None) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise BankLLMError(f"{origin}: {PROBES_KEY} must be the path of a probe folder (a "
+                           f"string, e.g. {PROBES_KEY} = \"my-probes\"), got {value!r}")
+    path = Path(value)
+    return path if path.is_absolute() or base is None else base / path
 
 
 def _check_value(section: str, key: str, value: Any, origin: str) -> Number:
@@ -121,9 +138,9 @@ def load_thresholds(
     if pyproject is not None and Path(pyproject).is_file():
         table = _pyproject_table(_read_toml(Path(pyproject)))
         if table:
-            th.update(table, f"{pyproject} [tool.bankllm.diagnostics]")
+            th.update(table, f"{pyproject} [tool.bankllm.diagnostics]", Path(pyproject).parent)
     if override is not None:
         raw = _read_toml(Path(override))
         table = _pyproject_table(raw)
-        th.update(table if table is not None else raw, str(override))
+        th.update(table if table is not None else raw, str(override), Path(override).parent)
     return th

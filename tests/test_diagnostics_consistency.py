@@ -117,11 +117,11 @@ def test_always_checking_fails_faithfulness_with_the_chapters_example(setup):
     consistency, faithfulness = run_both(setup, always_checking(setup[0], setup[1]))
     assert faithfulness.status == "FAIL"
     v = faithfulness.values
-    assert v["faithfulness_checking"] == 1.0
-    assert v["faithfulness_savings"] == 0.0 and v["faithfulness_credit_card"] == 0.0
+    assert v["per_entity"]["checking"] == 1.0
+    assert v["per_entity"]["savings"] == 0.0 and v["per_entity"]["credit card"] == 0.0
     failed = {(f["prompt"], f["response"]) for f in faithfulness.details["failures"]}
     assert (CHAPTER_PROMPT, CHAPTER_ANSWER) in failed
-    assert "name another account instead" in faithfulness.reason
+    assert "name another of the probe's entities instead" in faithfulness.reason
     # the intents are right: consistency alone would have called this model fine
     assert consistency.status == "PASS" and consistency.values["consistency"] == 1.0
 
@@ -273,3 +273,37 @@ def test_one_intent_just_past_the_fail_line_warns_until_it_beats_the_family_of_i
     clear = analyse_faithfulness(probes, swapped(int(0.6 * n_variants)), TH_DIR)
     assert clear.values["per_intent"]["check_balance"]["status"] == "FAIL"
     assert clear.status == "FAIL" and "check_balance" in clear.reason
+
+
+def test_dir_probes_with_their_own_entities_are_judged_by_their_own_mentions():
+    """A bank's own entities: "premier savings" and "savings" overlap, and the longer mention
+    wins, so an answer about premier savings does not also count as naming savings."""
+    dirs = [{"id": f"dir-{k:03d}", "intent": "check_balance", "variants": [
+        {"entity": "premier savings", "prompt": f"premier savings balance please {k}"},
+        {"entity": "savings", "prompt": f"savings balance please {k}", "mentions": ["savings"]},
+        {"entity": "mortgage", "prompt": f"mortgage balance please {k}",
+         "mentions": ["mortgage", "home loan"]}]} for k in range(40)]
+    probes = Probes(inv=[], dir=dirs, mft=[])
+    prompts = probe_prompts(probes, ("dir",))
+
+    def faithful(prompts):
+        return [f"your {p.split(' balance')[0].replace('mortgage', 'home loan')} balance is $ 5"
+                for p in prompts]
+
+    def swapped(prompts):
+        return ["your premier savings balance is $ 5" if p.startswith("savings") else
+                "your savings balance is $ 5" for p in prompts]
+
+    good = analyse_faithfulness(probes, collect_responses(prompts, faithful), TH_DIR)
+    assert good.status == "PASS", good.reason
+    assert good.values["per_entity"] == {"premier savings": 1.0, "savings": 1.0, "mortgage": 1.0}
+    bad = analyse_faithfulness(probes, collect_responses(prompts, swapped), TH_DIR)
+    assert bad.status == "FAIL"
+    assert bad.values["per_entity"] == {"premier savings": 0.0, "savings": 0.0, "mortgage": 0.0}
+    assert bad.values["n_swapped"] == 120  # each names another of its probe's entities
+    points = entity_decision_points(probes, collect_responses(prompts, faithful))
+    assert len(points) == 120
+    prompt, before, first_mentions, requested = points[0]
+    assert before == ["your"] and requested == "premier savings"
+    assert first_mentions == {"premier savings": "premier savings", "savings": "savings",
+                              "mortgage": "mortgage"}

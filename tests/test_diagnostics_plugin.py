@@ -192,3 +192,20 @@ def test_a_missing_probe_folder_skips_the_probe_checks_naming_it(tmp_path):
 
     result = no_probes_result(Config(), "consistency", {})
     assert result.status == "SKIP" and str(tmp_path / "nowhere") in result.reason
+
+
+def test_the_probe_folder_comes_from_probes_then_the_thresholds_file(tmp_path, monkeypatch,
+                                                                     capsys):
+    """A named probe folder that does not exist is a usage error (a missing default SKIPs the
+    probe checks); ``--probes`` wins over a thresholds file's ``probes`` key."""
+    run = fake_run(tmp_path, healthy_metrics())
+    th = tmp_path / "th.toml"
+    th.write_text('probes = "bank-probes"\n')
+    line = _one_usage_error(diagnostics_main(monkeypatch, capsys, "--run", str(run),
+                                             "--thresholds", str(th), "-k", "initial_loss"))
+    assert f"{tmp_path / 'bank-probes'}: probe directory not found" in line
+    proc = diagnostics_main(monkeypatch, capsys, "--run", str(run), "--thresholds", str(th),
+                            "--probes", str(REPO / "docs" / "example-probes"),
+                            "--report-dir", str(tmp_path / "reports"), "-k", "initial_loss")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"probes: {REPO / 'docs' / 'example-probes'};" in proc.stdout

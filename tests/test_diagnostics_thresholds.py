@@ -90,3 +90,19 @@ def test_bad_values_are_errors(tmp_path, text, message):
 def test_missing_override_file_is_an_error(tmp_path):
     with pytest.raises(BankLLMError, match="thresholds file not found"):
         load_thresholds(None, tmp_path / "nope.toml")
+
+
+def test_a_thresholds_source_names_the_probe_folder_relative_to_itself(tmp_path):
+    assert load_thresholds(None, None).probes is None
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[tool.bankllm.diagnostics]\nprobes = "our-probes"\n')
+    assert load_thresholds(project / "pyproject.toml").probes == project / "our-probes"
+    override = tmp_path / "th.toml"
+    override.write_text('probes = "/abs/probes"\nleakage.near_ratio = 90\n')
+    th = load_thresholds(project / "pyproject.toml", override)
+    assert th.probes == Path("/abs/probes")  # the later source wins
+    assert th.for_check("leakage")["near_ratio"] == 90
+    override.write_text("probes = 3\n")
+    with pytest.raises(BankLLMError, match="probes must be the path of a probe folder"):
+        load_thresholds(None, override)

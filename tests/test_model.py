@@ -82,19 +82,23 @@ def test_training_mode_dropout_changes_the_loss_and_eval_mode_is_deterministic()
     assert model(idx, idx)[1].item() == model(idx, idx)[1].item()
 
 
-def test_next_token_probs_are_the_softmax_of_the_last_position_whatever_the_padding():
+def test_continuation_logprobs_sum_the_teacher_forced_log_softmax_whatever_the_padding():
     import torch
 
-    from bankllm.evaluation import next_token_probs
+    from bankllm.evaluation import continuation_logprobs
     from bankllm.model import GPT, GPTConfig
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=8,
+    model = GPT(GPTConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8,
                           dropout=0.0)).eval()
-    seqs = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [2]]
-    got = next_token_probs(model, seqs, pad_id=0, batch_size=2)
-    for seq, dist in zip(seqs, got, strict=True):
+    contexts = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [2]]
+    continuations = [[4], [10, 3], [5, 6, 7]]
+    got = continuation_logprobs(model, contexts, continuations, pad_id=0, batch_size=2)
+    for ctx, cont, value in zip(contexts, continuations, got, strict=True):
+        seq = ([*ctx, *cont])[-7:]  # block_size + 1: the oldest context tokens go
         with torch.no_grad():
-            want = torch.softmax(model(torch.tensor([seq]))[0][0, -1].float(), dim=-1)
-        assert torch.allclose(torch.tensor(dist), want, atol=1e-6)
-        assert abs(sum(dist) - 1) < 1e-5
+            logp = torch.log_softmax(model(torch.tensor([seq[:-1]]))[0][0].float(), dim=-1)
+        want = sum(logp[len(seq) - 1 - len(cont) + k, t].item() for k, t in enumerate(cont))
+        assert abs(value - want) < 1e-5
+    with pytest.raises(ValueError, match="continuation"):
+        continuation_logprobs(model, [[1]], [[]], pad_id=0)

@@ -312,7 +312,7 @@ def test_load_probes_names_file_and_line_of_a_bad_record(tmp_path):
     first = json.loads(dir_file.read_text().splitlines()[0])
     first["variants"][1]["entity"] = "checking"
     dir_file.write_text(json.dumps(first) + "\n")
-    with pytest.raises(BankLLMError, match=r"dir\.jsonl:1: field 'variants/1/entity'"):
+    with pytest.raises(BankLLMError, match=r"dir\.jsonl:1: field 'variants': entity 'checking'"):
         load_probes(directory)
 
 

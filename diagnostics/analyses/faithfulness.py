@@ -1,6 +1,7 @@
 """Faithfulness to the requested entity (docs/diagnostics.md, "faithfulness"): DIR probes
-ask the same request about different entities (checking / savings / credit card), and an
-answer is faithful when the entities it names are exactly the requested one.
+ask the same request about different entities (the bundled ones: checking / savings / credit
+card; a probe file names its own, with the words that mention each), and an answer is faithful
+when, of the probe's entities, it names exactly the requested one.
 
 No judge is needed, so an unreliable intent judge never hides the chapter's "What is my credit
 balance?" -> "your checking account balance is ..." failure. The verdict is the worst of the
@@ -14,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bankllm.entities import mentioned_account_types
+from bankllm.entities import mention_spans, named_entities
+from bankllm.probes import dir_mentions
 from diagnostics.analyses._probes import MAX_ROWS, clip_answer
 from diagnostics.decision import decide, family_level, rate, rate_in_family
 from diagnostics.paired import identity
@@ -35,24 +37,22 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-ENTITY_WORDS = {"checking": "checking", "savings": "savings", "credit card": "credit"}
-"""The word that opens each entity's name in an answer: where the answer commits to one."""
-
-
 def entity_decision_points(probes: Any, responses: Mapping[str, str]
-                           ) -> list[tuple[str, list[str], list[str], str]]:
-    """For each DIR variant whose answer names an entity: ``(prompt, the answer's words before
-    its first entity word, the probe's entities, the requested entity)``. Scoring the model's
-    next-token distribution after that prefix shows how sure it was of the entity it named."""
+                           ) -> list[tuple[str, list[str], dict[str, str], str]]:
+    """For each DIR variant whose answer names one of its probe's entities: ``(prompt, the
+    answer's words before that first mention, {entity: its first mention} over the probe's
+    entities, the requested entity)``. ``responses`` are the model's words joined by spaces.
+    Scoring each entity's mention after that prefix shows how sure the model was of the entity
+    it named."""
     points = []
-    words = set(ENTITY_WORDS.values())
     for rec in probes.dir:
-        entities = [v["entity"] for v in rec["variants"]]
+        mentions = dir_mentions(rec)
+        first = {entity: phrases[0] for entity, phrases in mentions.items()}
         for var in rec["variants"]:
             said = responses[var["prompt"]].split()
-            first = next((i for i, w in enumerate(said) if w in words), None)
-            if first is not None:
-                points.append((var["prompt"], said[:first], entities, var["entity"]))
+            spans = mention_spans(said, mentions)
+            if spans:
+                points.append((var["prompt"], said[:spans[0][0]], first, var["entity"]))
     return points
 
 
@@ -86,7 +86,7 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
         good = 0
         for var in rec["variants"]:
             answer = responses[var["prompt"]]
-            named = mentioned_account_types(answer)
+            named = named_entities(answer, dir_mentions(rec))
             ok = named == [var["entity"]]
             good += ok
             outcomes[f"{rec['id']}/{var['entity']}"] = int(ok)
@@ -121,7 +121,7 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     values: dict[str, Any] = {
         **pooled.values("faithfulness"), "n_variants": n, "n_unfaithful": n - faithful,
         "n_swapped": swapped,
-        **{f"faithfulness_{e.replace(' ', '_')}": h / t for e, (h, t) in per_entity.items()},
+        "per_entity": {e: h / t for e, (h, t) in per_entity.items()},
         "per_intent": {name: {**est.values("faithfulness"),
                               "status": intent_verdicts[name].status}
                        for name, est in intents.items()},
@@ -131,7 +131,7 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     status = "FAIL" if failing else pooled_verdict.status
     if prob_verdict is not None:
         status = worst([status, prob_verdict[1].status])
-    reason = f"{faithful}/{n} entity-swapped requests answered about the requested account: " \
+    reason = f"{faithful}/{n} entity-swapped requests answered about the requested entity: " \
              f"{pooled_verdict.reason}"
     worst_intent = min(intents, key=lambda k: intents[k].value)
     if failing or status != "PASS":
@@ -143,8 +143,8 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
         if prob_intents[weakest][1].status == "FAIL":
             reason += f"; for {weakest}: {prob_intents[weakest][1].reason}"
     if status == "FAIL":
-        reason += (f"; {swapped} answers name another account instead — the model ignores the "
-                   "entity the customer asked about")
+        reason += (f"; {swapped} answers name another of the probe's entities instead — the model "
+                   "ignores the entity the customer asked about")
     decisions = {"faithfulness": pooled_verdict.rule}
     if prob_verdict is not None:
         values.update(prob_verdict[0].values("entity_probability"))
@@ -168,7 +168,7 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
             [(k, _pct(e.value), f"{_pct(e.low)} - {_pct(e.high)}", e.n, v.status)
              for k, (e, v) in prob_intents.items()], [v.status for _, v in prob_intents.values()]))
     details["tables"].append(table(
-        "faithfulness per requested account", ["account", "faithful", "of", "share"],
+        "faithfulness per requested entity", ["entity", "faithful", "of", "share"],
         [(e, h, t, f"{h / t:.1%}") for e, (h, t) in per_entity.items()]))
     if failures:
         details["tables"].append(table(

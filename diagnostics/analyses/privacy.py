@@ -71,24 +71,13 @@ def secret_nll(model: Any, tokenizer: Any, prefix: str, secrets: Sequence[str],
                precision: str | None = None, batch_size: int = SCORE_BATCH) -> np.ndarray:
     """Log-perplexity (summed negative log-likelihood, nats) of each secret's tokens after
     ``prefix``, teacher-forced; one forward pass per batch (all rows have the same length)."""
-    import torch
-    import torch.nn.functional as F
-
-    from bankllm.precision import inference
+    from bankllm.evaluation import continuation_logprobs
 
     head = _prefix_ids(tokenizer, prefix)
-    device = next(model.parameters()).device
-    out = np.empty(len(secrets))
-    with inference(model, precision):
-        for start in range(0, len(secrets), batch_size):
-            chunk = [head + tokenizer.encode_text(s) for s in secrets[start:start + batch_size]]
-            seqs = torch.tensor(chunk, dtype=torch.long, device=device)
-            logits = model(seqs[:, :-1])[0].float()
-            n = seqs.size(1) - len(head)
-            logp = F.log_softmax(logits[:, -n:], dim=-1)
-            nll = -logp.gather(-1, seqs[:, -n:, None]).squeeze(-1).sum(-1)
-            out[start:start + len(chunk)] = nll.cpu().numpy()
-    return out
+    logp = continuation_logprobs(model, [head] * len(secrets),
+                                 [tokenizer.encode_text(s) for s in secrets], tokenizer.pad_id,
+                                 precision, batch_size)
+    return -np.asarray(logp)
 
 
 def greedy_extracts(model: Any, tokenizer: Any, prefix: str, secrets: Sequence[str],
