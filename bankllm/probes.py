@@ -13,7 +13,7 @@ kind in ``schemas/probes.schema.json``:
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ def load_probes(directory: str | Path) -> Probes:
     for kind in PROBE_KINDS:
         path = directory / f"{kind}.jsonl"
         loaded[kind] = parse_records(_read_probe_file(path), str(path),
-                                     _kind_schema(schema, kind), _entity_twice)
+                                     _kind_schema(schema, kind), _probe_check())
     return Probes(**loaded)
 
 
@@ -127,6 +127,35 @@ def _entity_twice(record: dict[str, Any]) -> str | None:
             "record asks about each entity once")
 
 
+def _asked(record: dict[str, Any]) -> tuple[str, Any]:
+    """``(field, what the record asks)``: two records asking the same are copies."""
+    if "variants" in record:
+        return "variants", tuple((v["entity"], v["prompt"]) for v in record["variants"])
+    if "prompts" in record:
+        return "prompts", tuple(sorted(record["prompts"]))
+    return "prompt", record["prompt"]
+
+
+def _probe_check() -> Callable[[dict[str, Any]], str | None]:
+    """The record check of one probe file (:func:`bankllm.fileio.record_problems`): an entity
+    twice in a DIR record, or a record asking exactly what an earlier one asks; a copy adds
+    no evidence, only false confidence to the intervals, which count it as another probe."""
+    asked: dict[Any, str] = {}
+
+    def check(record: dict[str, Any]) -> str | None:
+        problem = _entity_twice(record)
+        if problem is not None:
+            return problem
+        field, key = _asked(record)
+        if key in asked:
+            return (f"field '{field}': asks exactly what {asked[key]} asks; a copy adds no "
+                    "evidence, only false confidence to the intervals")
+        asked[key] = record["id"]
+        return None
+
+    return check
+
+
 def check_probes(directory: str | Path) -> tuple[list[str], dict[str, int]]:
     """Every problem of a probe folder, one ``file:line: field: what`` line per bad record
     (``file: what`` for a missing or unreadable file), and the valid records per kind.
@@ -147,7 +176,7 @@ def check_probes(directory: str | Path) -> tuple[list[str], dict[str, int]]:
             counts[kind] = 0
             continue
         found, records = record_problems(text, str(path), _kind_schema(schema, kind),
-                                         _entity_twice)
+                                         _probe_check())
         problems += found
         counts[kind] = len(records)
     return problems, counts

@@ -286,8 +286,9 @@ CHAPTER_BALANCE_PROMPTS: tuple[str, ...] = (
 )
 CHAPTER_NOVEL_PROMPT = "What is your overdraft fee?"
 
-# DIR triples: intents whose request names an account type, and how many slot draws per
-# held-out template (balance requests have no other slot, so one draw each).
+# DIR swaps: intents whose request names an account type, and how many slot draws per
+# held-out template (a draw that repeats an earlier probe, as every draw of a template with
+# no other slot does, is skipped).
 # Probe set sizes: enough items that the 95% intervals of the probe checks decide a line on
 # a healthy run (docs/diagnostics.md); the probes are held out of the corpus, so their number
 # changes no training data.
@@ -321,11 +322,14 @@ def synthesize_probes(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     inv: list[dict[str, Any]] = []
 
     def add_group(intent: str, templates: tuple[str, ...], slots: dict[str, str]) -> None:
+        prompts = [render_prompt(t, slots) for t in templates]
+        if any(g["prompts"] == prompts for g in inv):
+            return  # a copy adds no evidence, only false confidence to the intervals
         inv.append({
             "id": f"inv-{len(inv) + 1:03d}",
             "intent": intent,
             "entity": _entity(intent, slots),
-            "prompts": [render_prompt(t, slots) for t in templates],
+            "prompts": prompts,
         })
 
     generic_balance = tuple(
@@ -358,16 +362,13 @@ def synthesize_probes(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
         for template in templates:
             for _ in range(draws):
                 base = _draw_slots(rng, full)
-                dir_.append({
-                    "id": f"dir-{len(dir_) + 1:03d}",
-                    "intent": intent,
-                    "variants": [
-                        {"entity": acct,
-                         "prompt": render_prompt(template, {**base, "account_type": acct}),
-                         "mentions": list(ACCOUNT_MENTIONS[acct])}
-                        for acct in ACCOUNT_TYPES
-                    ],
-                })
+                variants = [{"entity": acct,
+                             "prompt": render_prompt(template, {**base, "account_type": acct}),
+                             "mentions": list(ACCOUNT_MENTIONS[acct])} for acct in ACCOUNT_TYPES]
+                if any(r["variants"] == variants for r in dir_):
+                    continue  # the same draw again (a template with no other slot): a copy
+                dir_.append({"id": f"dir-{len(dir_) + 1:03d}", "intent": intent,
+                             "variants": variants})
 
     mft: list[dict[str, Any]] = []
     seen: set[str] = set()

@@ -138,3 +138,23 @@ def test_dir_probes_name_their_own_entities_and_the_words_that_mention_them(tmp_
     assert len(err) == 2
     assert "dir.jsonl:1: field 'variants': entity 'gold card' appears in more" in err[0]
     assert "dir.jsonl:2: field 'variants': " in err[1] and "too short" in err[1]
+
+
+def test_a_probe_that_copies_an_earlier_one_is_an_error(tmp_path, capsys):
+    """A copy would be counted as one more probe and narrow the intervals with no evidence."""
+    probes = tmp_path / "probes"
+    shutil.copytree(EXAMPLE, probes)
+    for kind in ("inv", "dir", "mft"):
+        first = json.loads((probes / f"{kind}.jsonl").read_text().splitlines()[0])
+        copy = {**first, "id": f"{kind}-999"}
+        if kind == "inv":
+            copy["prompts"] = list(reversed(first["prompts"]))  # the same set, reordered
+        with (probes / f"{kind}.jsonl").open("a") as f:
+            f.write(json.dumps(copy) + "\n")
+    assert main(["data", "probes", "--check", str(probes)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3
+    for line, kind, field in zip(err, ("inv", "dir", "mft"), ("prompts", "variants", "prompt"),
+                                 strict=True):
+        assert f"{kind}.jsonl:" in line
+        assert f"field '{field}': asks exactly what {kind}-001 asks" in line
