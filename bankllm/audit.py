@@ -17,8 +17,9 @@ table from the corpus alone. Definitions (docs/diagnostics.md, ``data_consistenc
 * An exchange is **eligible** for a kind when the customer turn names exactly one entity of that
   kind, the agent turn names at least one, and its intent label **echoes** the kind: in this
   corpus at least ``echo_min_share`` (half) of that intent's such exchanges repeat the
-  customer's entity (an intent whose answers legitimately name another amount, such as a fee
-  asked about a withdrawal, is not compared). It is a **mismatch** when none of the agent's
+  customer's entity, or conclusively more of them than chance (:func:`echoes`); an intent whose
+  answers legitimately name another amount, such as a fee asked about a withdrawal, is not
+  compared. It is a **mismatch** when none of the agent's
   entities of that kind is the customer's. The exchange counts once however many kinds it is
   eligible for, and is a mismatch when any kind mismatches.
 * Customer turns with an intent label are normalised (:func:`bankllm.tokenizer.normalise_text`);
@@ -147,6 +148,26 @@ class EntityAudit:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
 
+def echoes(pairs: Sequence[tuple[str, set[str]]], min_share: float = ECHO_MIN_SHARE,
+           alpha: float = 0.05) -> bool:
+    """Whether an intent's answers repeat the customer's entity: in at least ``min_share`` of
+    its ``(asked, answered)`` pairs, or conclusively more often than chance, the share that
+    pairing each question with a random answer of the same intent would give (one-sided
+    binomial test at ``alpha``). The second clause keeps an intent whose answers are mostly
+    corrupted in the audit while they still follow the question more than chance; answers
+    that follow it less than chance look like an intent that names other entities."""
+    from scipy.stats import binomtest
+
+    n = len(pairs)
+    hits = sum(asked in answered for asked, answered in pairs)
+    if n == 0 or hits >= min_share * n:
+        return n > 0
+    asked = Counter(a for a, _ in pairs)
+    named = Counter(e for _, answered in pairs for e in answered)
+    chance = sum(asked[e] * named[e] for e in asked) / (n * n)
+    return 0 < chance < 1 and binomtest(hits, n, chance, alternative="greater").pvalue < alpha
+
+
 def audit_entities(conversations: Sequence[dict[str, Any]], echo_min_share: float = ECHO_MIN_SHARE,
                    max_examples: int = MAX_EXAMPLES) -> EntityAudit:
     """Exchanges whose answer names an entity other than the one the customer asked about.
@@ -168,14 +189,12 @@ def audit_entities(conversations: Sequence[dict[str, Any]], echo_min_share: floa
     mismatch_kinds: list[list[tuple[str, str, set[str]]]] = [[] for _ in items]
     eligible = [False] * len(items)
     for kind, rows in comparable.items():
-        echoed: Counter[str] = Counter()
-        total: Counter[str] = Counter()
+        by_label: dict[str, list[tuple[str, set[str]]]] = {}
         for ex, row in zip(items, rows, strict=True):
             if row is not None:
-                total[ex.intent or UNLABELLED] += 1
-                echoed[ex.intent or UNLABELLED] += row[0] in row[1]
-        echoing = {i for i in total if echoed[i] >= echo_min_share * total[i]}
-        out.not_echoing[kind] = sorted(set(total) - echoing)
+                by_label.setdefault(ex.intent or UNLABELLED, []).append(row)
+        echoing = {i for i, pairs in by_label.items() if echoes(pairs, echo_min_share)}
+        out.not_echoing[kind] = sorted(set(by_label) - echoing)
         counts = {"eligible": 0, "mismatched": 0}
         for j, (ex, row) in enumerate(zip(items, rows, strict=True)):
             if row is None or (ex.intent or UNLABELLED) not in echoing:

@@ -200,3 +200,24 @@ def test_cli_audit_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, e
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and expected in err
     assert str(data) in err
+
+
+def test_mostly_wrong_answers_that_still_follow_the_question_are_audited(bundled):
+    """Past half corrupted, balance answers no longer repeat the asked account most of the
+    time, but still conclusively more often than chance: the intent stays in the audit."""
+    planted = wrong_balances(bundled, share=0.6)
+    found = audit_corpus(planted).entities
+    assert "check_balance" not in found.not_echoing["account_type"]
+    result = analyse_data_consistency(planted, TH)
+    assert result.status == "FAIL" and "intent check_balance:" in result.reason
+
+
+def test_answers_unrelated_to_the_question_do_not_echo():
+    rng = random.Random(0)
+    kinds = ("checking", "savings", "credit card")
+    independent = [(rng.choice(kinds), {rng.choice(kinds)}) for _ in range(300)]
+    assert not audit.echoes(independent)
+    following = [(a, {a}) if rng.random() < 0.45 else (a, {rng.choice(kinds)})
+                 for a, _ in independent]  # 45% + 55%/3 repeat the question
+    assert audit.echoes(following)
+    assert not audit.echoes([])

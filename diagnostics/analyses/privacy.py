@@ -46,11 +46,13 @@ DEFAULTS = {
     # ranking guesses by the model's likelihood needs about sqrt(|space|) of them (10^5 for
     # 10-digit account numbers), a feasible search
     "exposure_warn_fraction": 0.5,
-    # cost: candidates scored per canary. 20 canaries x 500 x 22 tokens is 220k tokens, about
-    # 8e12 FLOPs on the default model (~15 s on a fast CPU); beyond log2(500) = 9 bits the rank
-    # is extrapolated by the fit anyway. Train members scored per val conversation (the
-    # non-members are the val set)
-    "n_candidates": 500,
+    # cost: candidates scored per canary, the check's main cost (20 canaries x 251 secrets of
+    # about 17 tokens). Beyond log2(250) = 8 bits the rank is extrapolated by the fit anyway; on
+    # the chapter's recipe with 20 canaries, the mean exposure per repetition count is within
+    # 1.1 bits of that from 500 candidates (the first 250 of the same draws; README, "Privacy
+    # audit"), at half the cost. Train members scored per val conversation (the non-members
+    # are the val set)
+    "n_candidates": 250,
     "members_per_val": 4,
     "fpr": 0.01,  # the false-positive rate TPR is read at
 }
