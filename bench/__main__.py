@@ -24,7 +24,7 @@ from bankllm.errors import EXIT_USAGE, BankLLMError
 from bankllm.fileio import atomic_write_json
 from bankllm.model import GPT
 from bankllm.precision import resolve_precision
-from bench import gen_speed, parity, report, train_speed
+from bench import gen_speed, memory, parity, report, train_speed
 from bench.workload import (
     SIZES,
     Workload,
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=["naive", "bankllm", "peer", "generation", "parity"],
+        choices=["naive", "bankllm", "peer", "generation", "parity", "memory"],
         help="leave a part out (repeatable)",
     )
     parser.add_argument("--threads", type=count, default=0, help="torch threads (0: default)")
@@ -189,6 +189,18 @@ def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dic
         if row.get("status") == "ok":
             row["share_of_matmul_peak"] = round(row["flops_per_second"] / peak[row["precision"]], 4)
 
+    measured_ok = [name for name, row in training.items() if row.get("status") == "ok"]
+    if "memory" in args.skip or not measured_ok:
+        memory_result = _skipped()
+    else:
+        log(f"memory: peak RSS of {', '.join(measured_ok)}, each in a process of its own")
+        peaks = memory.measure_memory(
+            measured_ok, args.size, args.data, args.warmup,
+            {name: training[name]["steps"] for name in measured_ok}, args.threads)
+        for name in measured_ok:
+            training[name]["peak_rss_mb"] = peaks[name]
+        memory_result = {"status": "ok", "baseline_rss_mb": peaks[memory.BASELINE]}
+
     recipe = train_speed.recipe_projection(work, training["naive"], training["bankllm"])
     recipe["measured"] = measured
 
@@ -275,6 +287,7 @@ def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dic
             "compute_limit_tokens_per_second": limits,
         },
         "training": training,
+        "memory": memory_result,
         "ratios": ratios,
         "recipe": recipe,
         "generation": generation,

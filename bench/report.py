@@ -182,11 +182,11 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     table = Table(title=f"training throughput ({description})")
     for column in ("pipeline", "precision", "micro-batches", "target tok/s", "ms/step"):
         table.add_column(column, justify="right" if "/" in column else "left")
-    for column in ("padding (recipe)", "model TFLOP/s", "of peak", "vs naive"):
+    for column in ("padding (recipe)", "model TFLOP/s", "of peak", "vs naive", "peak RSS MB"):
         table.add_column(column, justify="right")
     for name, row in training.items():
         if row.get("status") != "ok":
-            table.add_row(name, "-", escape(row.get("status", "-")), *["-"] * 6)
+            table.add_row(name, "-", escape(row.get("status", "-")), *["-"] * 7)
             continue
         table.add_row(
             name,
@@ -198,8 +198,13 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
             _num(row["flops_per_second"] / 1e12, ".3f"),
             f"{row.get('share_of_matmul_peak', 0):.1%}",
             _num(ratio(row, naive), ".2f") + "x" if ratio(row, naive) else "-",
+            _num(row.get("peak_rss_mb")),
         )
     console.print(table)
+    memory = result.get("memory", {})
+    if memory.get("baseline_rss_mb") is not None:
+        console.print(f"peak RSS: each pipeline alone in a process on the same batches; a "
+                      f"process that steps nothing peaks at {memory['baseline_rss_mb']:,.0f} MB")
 
     summary = Table(title="recipe, generation, parity", show_header=False)
     recipe = result["recipe"]

@@ -42,6 +42,14 @@ def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
         assert len(row["step_seconds"]) == row["steps"]
         assert sum(row["step_seconds"]) == pytest.approx(row["seconds"], rel=0.01, abs=1e-3)
         assert 0.0 <= row["padding_share"] < 1.0 and row["flops_per_second"] > 0
+    # peak RSS: each measured pipeline alone in a child process, at least that of one that
+    # steps nothing
+    assert result["memory"]["status"] == "ok"
+    floor = result["memory"]["baseline_rss_mb"]
+    assert floor > 0
+    for row in training.values():
+        if row["status"] == "ok":
+            assert row["peak_rss_mb"] >= floor, row  # a tiny model adds little
     for row in training.values():  # measured, or a reason why not (transformers absent...)
         assert row["status"] == "ok" or row["status"].split(":")[0] in ("skipped", "unavailable")
     assert result["recipe"]["label"] == "projected" and result["recipe"]["naive_seconds"] > 0

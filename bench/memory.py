@@ -1,0 +1,86 @@
+"""Peak resident memory of each training pipeline, each in a process of its own.
+
+One process's peak RSS (``ru_maxrss``) only grows, so pipelines sharing a process cannot be told
+apart: here each pipeline runs alone in a child (``python -m bench.memory PIPELINE ...``) on
+the same batches the speed measurement uses (its warm-up batches, then the timed ones, one
+pass), and the parent reads that child's own peak from ``os.wait4``. The figure includes what
+every such process holds (the interpreter, torch, the workload), reported as
+``baseline_rss_mb``: the peak of a child that builds the workload and steps nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+
+PIPELINES = ("naive", "bankllm", "bankllm_fp32", "peer_bf16", "peer_fp32")
+BASELINE = "none"  # a child that builds the workload and steps no pipeline
+
+
+def peak_rss_mb(pipeline: str, size: str, data: str | None, warmup: int, steps: int,
+                threads: int = 0) -> float | None:
+    """Peak RSS (MB) of a child process running ``pipeline``'s warm-up and timed batches
+    once; None when the child fails (its stderr passes through)."""
+    cmd = [sys.executable, "-m", "bench.memory", pipeline, "--size", size, "--warmup",
+           str(warmup), "--steps", str(steps), "--threads", str(threads)]
+    if data is not None:
+        cmd += ["--data", data]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return round(usage.ru_maxrss / 1024, 1) if proc.returncode == 0 else None
+
+
+def measure_memory(pipelines: list[str], size: str, data: str | None, warmup: int,
+                   steps: dict[str, int], threads: int = 0) -> dict[str, float | None]:
+    """``{pipeline: peak RSS in MB}`` for each of ``pipelines`` (``steps``: timed steps per
+    pipeline), plus ``BASELINE``, the peak of a process that steps nothing."""
+    out = {BASELINE: peak_rss_mb(BASELINE, size, data, 0, 1, threads)}
+    for name in pipelines:
+        out[name] = peak_rss_mb(name, size, data, warmup, steps[name], threads)
+    return out
+
+
+def _run_child(argv: list[str] | None = None) -> int:
+    import torch
+
+    from bench import train_speed
+    from bench.workload import bench_config, load_workload
+
+    parser = argparse.ArgumentParser(prog="python -m bench.memory")
+    parser.add_argument("pipeline", choices=[*PIPELINES, BASELINE])
+    parser.add_argument("--size", default="default")
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = load_workload(bench_config(args.size, args.data))
+    if args.pipeline == BASELINE:
+        return 0
+    with ExitStack() as stack:
+        if args.pipeline == "naive":
+            pipeline = train_speed.naive_pipeline(work)
+        elif args.pipeline.startswith("bankllm"):
+            precision = "fp32" if args.pipeline.endswith("fp32") else "auto"
+            pipeline = train_speed.bankllm_pipeline(work, precision, args.pipeline, stack)
+        else:
+            built = train_speed.peer_pipeline(work, args.pipeline.removeprefix("peer_"))
+            if isinstance(built, dict):
+                print(built["status"], file=sys.stderr)
+                return 1
+            pipeline = built
+        batches = train_speed.pick(work.batches, 0, args.warmup) + train_speed.representative(
+            work.batches, work.train.lengths, args.steps)
+        for batch in batches:
+            pipeline.step(batch)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_run_child())
