@@ -298,6 +298,9 @@ _DIR_DRAWS = {
 }
 _INV_GROUPS = 4  # paraphrase groups per intent with slots (distinct slot values each)
 _INV_EXTRA_GROUPS = {"check_balance": 2, "transfer_money": 2}  # more groups for core intents
+# prompts per paraphrase group, the first held-out phrasings: consistency counts agreeing pairs,
+# so a group of n prompts weighs about n^2, and one long group would outweigh the rest
+_INV_MAX_PROMPTS = 5
 _MFT_PER_INTENT = 4
 _MAX_REDRAWS = 50
 
@@ -338,7 +341,8 @@ def synthesize_probes(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     add_group("check_balance", generic_balance, {})
     for intent in requests:
         full = intent_slots(intent)
-        templates = tuple(t for t in HELDOUT_PHRASINGS[intent] if template_slots(t) == full)
+        templates = tuple(t for t in HELDOUT_PHRASINGS[intent]
+                          if template_slots(t) == full)[:_INV_MAX_PROMPTS]
         draws = (_INV_GROUPS if full else 1) + _INV_EXTRA_GROUPS.get(intent, 0)
         used: list[dict[str, str]] = []
         for k in range(draws):
