@@ -1,7 +1,7 @@
 """The peer: Hugging Face ``transformers``' GPT-2 of bankllm's shape (optional dependency).
 
 ``GPT2LMHeadModel`` with the same layers, heads, width, context, vocabulary and tied
-embeddings, dropout 0.1 on the embeddings and residual branches and none inside attention
+embeddings, the config's dropout on the embeddings and residual branches and none inside attention
 (as bankllm's model), GPT-2's tanh GELU, and its default attention (SDPA). It is trained
 through the same loss (summed token cross-entropy over the batch's target tokens), micro-batches,
 precision and AdamW as bankllm's trainer.
