@@ -322,3 +322,13 @@ def test_load_probes_missing_directory_says_how_to_make_it(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BankLLMError, match=r"inv\.jsonl.*bankllm data synth"):
         load_probes(tmp_path / "empty")
+
+
+def test_bundled_probes_hold_no_copies_and_short_paraphrase_groups(probes):
+    """A copy would count as more evidence than there is; a long group would outweigh the
+    rest (consistency counts agreeing pairs)."""
+    dirs = [tuple(v["prompt"] for v in r["variants"]) for r in probes["dir"]]
+    groups = [tuple(sorted(g["prompts"])) for g in probes["inv"]]
+    assert len(set(dirs)) == len(dirs) and len(set(groups)) == len(groups)
+    assert all(4 <= len(g["prompts"]) <= 5 for g in probes["inv"])
+    assert len({r["prompt"] for r in probes["mft"]}) == len(probes["mft"])
