@@ -31,7 +31,9 @@ N_RESAMPLES = 2000
 @dataclass(frozen=True)
 class Estimate:
     """A value with its interval over ``n`` items of ``unit`` (e.g. 40 "probe groups"), at
-    confidence ``level`` (95% unless the estimate is one of a family, :func:`family_level`)."""
+    confidence ``level`` (95% unless the estimate is one of a family, :func:`family_level`).
+    ``bounds``: the range the quantity can take (a share: 0 to 1), which a pooled interval
+    over training seeds is clipped to."""
 
     value: float
     low: float
@@ -40,6 +42,7 @@ class Estimate:
     unit: str
     method: str
     level: float = LEVEL
+    bounds: tuple[float, float] = (-math.inf, math.inf)
 
     @property
     def mde(self) -> float:
@@ -120,7 +123,7 @@ def rate(hits: Sequence[float], counts: Sequence[int], unit: str,
     if boot is not None and not all(c == 1 for c in counts):
         low, high = min(low, boot[0]), max(high, boot[1])
         method = f"bootstrap over {unit} (at least Wilson)"
-    return Estimate(value, low, high, len(counts), unit, method, level)
+    return Estimate(value, low, high, len(counts), unit, method, level, bounds=(0.0, 1.0))
 
 
 def rate_in_family(hits: Sequence[float], counts: Sequence[int], unit: str, tests: int,
@@ -150,7 +153,7 @@ def difference(a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float
     if boot is not None:
         low, high = min(low, boot[0]), max(high, boot[1])
     return Estimate(d, low, high, len(a[1]) + len(b[1]), unit,
-                    f"bootstrap over {unit} (at least Newcombe-Wilson)")
+                    f"bootstrap over {unit} (at least Newcombe-Wilson)", bounds=(-1.0, 1.0))
 
 
 def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
@@ -210,6 +213,8 @@ def decide(est: Estimate, *, pass_line: float, fail_line: float, higher_is_bette
     rule = {"value": est.value, "low": est.low, "high": est.high, "n": est.n, "unit": est.unit,
             "pass_line": pass_line, "fail_line": fail_line,
             "higher_is_better": higher_is_better, "min_n": min_n, "status": verdict.status}
+    if all(math.isfinite(b) for b in est.bounds):
+        rule["bounds"] = list(est.bounds)
     return Verdict(verdict.status, verdict.reason, verdict.more_items, rule)
 
 
@@ -253,8 +258,9 @@ def pool_seeds(rules: Sequence[dict[str, Any]], fmt: Callable[[float], str] = "{
                ) -> tuple[Estimate, Verdict]:
     """Pool one decision over training seeds: the mean of the seeds' values, with an interval
     that holds the seed-to-seed variance (Student t over seeds, with the seeds' own sampling
-    variance added), decided against the same lines. ``rules``: each seed's ``Verdict.rule``.
-    """
+    variance added), clipped to the quantity's range where the rules record one (a share
+    stays within 0 to 1), decided against the same lines. ``rules``: each seed's
+    ``Verdict.rule``."""
     from scipy.stats import t as student_t
 
     values = np.array([r["value"] for r in rules], dtype=float)
@@ -266,7 +272,9 @@ def pool_seeds(rules: Sequence[dict[str, Any]], fmt: Callable[[float], str] = "{
     half = q * math.sqrt(between + within)
     mean = float(values.mean())
     first = rules[0]
-    est = Estimate(mean, mean - half, mean + half, k, "training seeds",
-                   f"mean over {k} training seeds, Student t with each seed's sampling variance")
+    lo, hi = first.get("bounds", (-math.inf, math.inf))
+    est = Estimate(mean, max(lo, mean - half), min(hi, mean + half), k, "training seeds",
+                   f"mean over {k} training seeds, Student t with each seed's sampling variance",
+                   bounds=(lo, hi))
     return est, decide(est, pass_line=first["pass_line"], fail_line=first["fail_line"],
                        higher_is_better=first["higher_is_better"], fmt=fmt)

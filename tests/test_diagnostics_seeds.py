@@ -42,6 +42,20 @@ def test_seeds_that_agree_far_from_the_lines_pass_and_far_below_fail():
     assert bad.status == "FAIL"
 
 
+def test_a_pooled_share_stays_within_0_and_1():
+    # three seeds near 100% that disagree: the Student t interval over 3 seeds is wide, but a
+    # share above 100% is no value the model could have
+    results = [_consistency(v, 40) for v in (0.90, 0.97, 0.96)]
+    pooled = combine_seeds(results, ["a", "b", "c"])
+    low, high = pooled.values["consistency_ci95_low"], pooled.values["consistency_ci95_high"]
+    assert high == 1.0 and 0.0 < low < 0.90
+    for r in results:  # the same rules without their range: the interval reaches past 100%
+        del r.details["decisions"]["consistency"]["bounds"]
+    unbounded = combine_seeds(results, ["a", "b", "c"])
+    assert unbounded.values["consistency_ci95_high"] > 1.0
+    assert unbounded.values["consistency_ci95_low"] == pytest.approx(low)
+
+
 def test_a_check_without_estimates_takes_the_worst_member():
     results = [CheckResult("overfitting", s, f"member {s}") for s in ("PASS", "FAIL", "PASS")]
     pooled = combine_seeds(results, ["s0", "s1", "s2"])
