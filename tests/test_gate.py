@@ -328,8 +328,14 @@ def test_old_baseline_without_per_conversation_losses_compares_unpaired(run, bas
 def test_committed_baseline_is_still_valid():
     from diagnostics.gate import read_baseline
 
-    data = read_baseline(Path(__file__).resolve().parents[1] / "reports" / "baseline.json")
-    assert "per_conversation" not in data  # an old-format baseline: the unpaired fallback
+    reports = Path(__file__).resolve().parents[1] / "reports"
+    for name in ("baseline.json", "baseline-ci.json"):
+        data = read_baseline(reports / name)
+        # per-conversation val losses: the gate compares paired, not by the unpaired fallback
+        per = data["per_conversation"]
+        assert set(per["loss_sum"]) == set(per["tokens"]) and len(per["tokens"]) > 1
+        pooled = sum(per["loss_sum"].values()) / sum(per["tokens"].values())
+        assert pooled == pytest.approx(data["best_val_loss"], rel=0.02)  # rescored in fp32
 
 
 def test_other_training_seed_on_the_same_split_is_compared_not_refused(trained, baseline,
