@@ -14,6 +14,7 @@ import argparse
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 PIPELINES = ("naive", "bankllm", "bankllm_fp32", "peer_bf16", "peer_fp32")
@@ -35,13 +36,17 @@ def peak_rss_mb(pipeline: str, size: str, data: str | None, warmup: int, steps: 
 
 
 def measure_memory(pipelines: list[str], size: str, data: str | None, warmup: int,
-                   steps: dict[str, int], threads: int = 0) -> dict[str, float | None]:
+                   steps: dict[str, int], threads: int = 0,
+                   jobs: int | None = None) -> dict[str, float | None]:
     """``{pipeline: peak RSS in MB}`` for each of ``pipelines`` (``steps``: timed steps per
-    pipeline), plus ``BASELINE``, the peak of a process that steps nothing."""
-    out = {BASELINE: peak_rss_mb(BASELINE, size, data, 0, 1, threads)}
-    for name in pipelines:
-        out[name] = peak_rss_mb(name, size, data, warmup, steps[name], threads)
-    return out
+    pipeline), plus ``BASELINE``, the peak of a process that steps nothing. Up to ``jobs``
+    children (default: one per CPU) run at once: a process's peak RSS is its own, whatever
+    runs beside it, and this phase times nothing."""
+    runs = {BASELINE: (0, 1), **{name: (warmup, steps[name]) for name in pipelines}}
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        futures = {name: pool.submit(peak_rss_mb, name, size, data, w, n, threads)
+                   for name, (w, n) in runs.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _run_child(argv: list[str] | None = None) -> int:

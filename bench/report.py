@@ -203,7 +203,7 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     console.print(table)
     memory = result.get("memory", {})
     if memory.get("baseline_rss_mb") is not None:
-        console.print(f"peak RSS: each pipeline alone in a process on the same batches; a "
+        console.print(f"peak RSS: each pipeline in a process of its own on the same batches; a "
                       f"process that steps nothing peaks at {memory['baseline_rss_mb']:,.0f} MB")
 
     summary = Table(title="recipe, generation, parity", show_header=False)
