@@ -1,8 +1,9 @@
 """Training configuration: one flat dataclass, loaded from TOML and ``--set key=value`` overrides.
 
 The defaults are the chapter's recipe with one change: a 6-layer, 8-head, 512-wide GPT with a
-256-token context and dropout 0.2 (the chapter's 0.1, ``configs/chapter.toml``, lets the model
-recite account numbers a customer said four times: README, "Privacy audit"), trained for 10
+256-token context and dropout 0.15 (the chapter's 0.1, ``configs/chapter.toml``, lets the model
+recite account numbers a customer said four times; 0.2 costs paraphrase consistency: README,
+"Privacy audit"), trained for 10
 epochs with AdamW (lr 3e-4, weight decay 0.1) on batches of 32 conversations. How a batch is
 cut into micro-batches is an execution choice (the gradient is the same): by default as few as
 fit ``micro_batch_tokens``, usually one pass per batch; ``micro_batch_size=4`` gives the
@@ -34,7 +35,7 @@ class TrainConfig:
     n_head: int = 8
     n_embd: int = 512
     block_size: int = 256
-    dropout: float = 0.2
+    dropout: float = 0.15
     # data
     data: str = DEFAULT_DATA
     val_fraction: float = 0.1

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 from bankllm.cli import main
-from bankllm.config import TrainConfig
+from bankllm.config import TrainConfig, load_config
 from bankllm.training import Trainer
 from bankllm.val_losses import VAL_LOSSES_FILE, run_val_losses
 from diagnostics.analyses.regression import analyse_regression
@@ -336,6 +336,22 @@ def test_committed_baseline_is_still_valid():
         assert set(per["loss_sum"]) == set(per["tokens"]) and len(per["tokens"]) > 1
         pooled = sum(per["loss_sum"].values()) / sum(per["tokens"].values())
         assert pooled == pytest.approx(data["best_val_loss"], rel=0.02)  # rescored in fp32
+
+
+@pytest.mark.parametrize(("name", "recipe"), [("baseline.json", None),
+                                              ("baseline-ci.json", "configs/ci.toml")])
+def test_committed_baseline_is_of_the_recipe_it_stands_for(name, recipe):
+    """A changed default (or configs/ci.toml) without a regenerated baseline would gate every
+    run against another recipe's loss."""
+    from diagnostics.analyses.regression import NON_RECIPE_KEYS, SEED_KEYS
+    from diagnostics.gate import read_baseline
+
+    root = Path(__file__).resolve().parents[1]
+    stored = read_baseline(root / "reports" / name)["config"]
+    expected = load_config(root / recipe if recipe else None).to_dict()
+    differ = {k: (stored.get(k), v) for k, v in expected.items()
+              if k not in (*NON_RECIPE_KEYS, *SEED_KEYS) and stored.get(k) != v}
+    assert differ == {}, f"reports/{name} (stored, expected): {differ}"
 
 
 def test_other_training_seed_on_the_same_split_is_compared_not_refused(trained, baseline,
