@@ -22,6 +22,9 @@ import json
 import math
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
@@ -43,8 +46,9 @@ NO_INTENT = "(none)"
 FINAL = ("completed", "diverged")  # retraining with the same key would give the same result
 
 __all__ = [
-    "Ablation", "ablation_dir", "ablation_key", "cached_ablations", "cli_ablate",
-    "ensure_ablation", "fraction_name", "plan_ablation", "stratified_subset",
+    "Ablation", "SideBySide", "ablation_dir", "ablation_key", "cached_ablations", "cli_ablate",
+    "ensure_ablation", "finish_side_by_side", "fraction_name", "plan_ablation",
+    "start_side_by_side", "stratified_subset",
 ]
 
 
@@ -251,6 +255,7 @@ def ensure_ablation(
     log: Callable[[str], None] | None = None,
     threads: int | None = None,
     lock_timeout: float = -1,
+    parent_running: bool = False,
 ) -> Ablation:
     """Train the ``fraction`` ablation of ``run`` unless a finished one (completed, or
     diverged: same key, same result) with the same key exists; return it either way.
@@ -258,13 +263,14 @@ def ensure_ablation(
     Holds ``<run>/ablations/.<fraction>.lock`` throughout, so concurrent callers train it
     once. An interrupted ablation with the same key is resumed; a different key, or an
     unusable directory, is removed and retrained. ``threads``: torch threads while training
-    (None: leave as is; not part of the key). The parent run must be completed. A non-zero
-    ``exit_code`` means training stopped (diverged / interrupted)."""
+    (None: leave as is; not part of the key). The parent run must be completed, or, with
+    ``parent_running``, still training (what the ablation trains on is fixed when the parent
+    starts). A non-zero ``exit_code`` means training stopped (diverged / interrupted)."""
     from filelock import FileLock
 
     run = run if isinstance(run, Run) else load_run(run)
     status = run.metrics.get("status")
-    if status != "completed":
+    if status != "completed" and not parent_running:
         raise BankLLMError(
             f"{run.path}: the run is {status!r}, not completed: its best val loss is not final; "
             "finish it (bankllm train --resume) before ablating"
@@ -309,6 +315,44 @@ def ensure_ablation(
         result.seconds = time.perf_counter() - t0
         result.metrics = trainer.metrics
         return result
+
+
+SIDE_LOG = "ablate.log"
+
+
+@dataclass
+class SideBySide:
+    """A ``bankllm ablate --parent-running`` process started beside a training run."""
+
+    process: subprocess.Popen
+    log: Path
+
+
+def start_side_by_side(run_dir: str | Path, fractions: Sequence[float],
+                       threads: int) -> SideBySide:
+    """Start ``bankllm ablate --parent-running`` on ``run_dir`` (whose run files are written)
+    for ``fractions`` with ``threads`` torch threads, its output in
+    ``<run_dir>/ablations/ablate.log``. Bad fractions raise here, before it starts."""
+    for f in fractions:
+        fraction_name(f)
+    root = Path(run_dir) / ABLATIONS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / SIDE_LOG
+    cmd = [sys.executable, "-m", "bankllm", "ablate", "--run", str(run_dir), "--fractions",
+           *(f"{float(f):g}" for f in fractions), "--threads", str(threads), "--quiet",
+           "--parent-running"]
+    with open(log, "w", encoding="utf-8") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    return SideBySide(process, log)
+
+
+def finish_side_by_side(side: SideBySide, parent_code: int) -> int:
+    """Wait for ``side`` (stopping it first when the parent ended with ``parent_code`` != 0:
+    its training saves and resumes later, like any interrupted ablation) and return its exit
+    code."""
+    if parent_code != 0 and side.process.poll() is None:
+        side.process.send_signal(signal.SIGTERM)
+    return side.process.wait()
 
 
 def cached_ablations(run: Run | str | Path) -> list[Ablation]:
@@ -375,7 +419,9 @@ def cli_ablate(args: Any) -> int:
             f"val {len(plan.split.val)} -> {ablation_dir(run.path, f)}"
         )
         result = ensure_ablation(run, f, show_progress=not quiet,
-                                 log=lambda m: console.print(m, style="yellow"))
+                                 log=lambda m: console.print(m, style="yellow"),
+                                 threads=getattr(args, "threads", 0) or None,
+                                 parent_running=bool(getattr(args, "parent_running", False)))
         results.append(result)
         done = "reused (same key)" if result.reused else f"trained in {result.seconds:.0f} s"
         loss = result.best_val_loss
@@ -389,7 +435,8 @@ def cli_ablate(args: Any) -> int:
     for col in ("fraction", "train conversations", "best val loss", "vs 100%", "status", "dir"):
         table.add_column(col)
     table.add_row("1 (parent)", str(len(run.split.train)),
-                  "-" if parent_loss is None else f"{parent_loss:.4f}", "", "completed",
+                  "-" if parent_loss is None else f"{parent_loss:.4f}", "",
+                  str(run.metrics.get("status")),
                   _shown(run.path))
     for r in results:
         loss = r.best_val_loss

@@ -53,6 +53,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train a seed group: one run per training seed under runs/<name>/seed-N/, all on "
         "one split (split_seed, default the first seed); writes runs/<name>/group.json",
     )
+    p.add_argument(
+        "--ablate",
+        type=float,
+        nargs="+",
+        metavar="F",
+        help="also train the run's data ablations of these fractions (as `bankllm ablate`), "
+        "side by side with it in a second process (half the cores); the run's own losses are "
+        "those of a run without --ablate",
+    )
     p.set_defaults(handler="bankllm.seed_group:cli_train")
 
 
@@ -123,6 +132,12 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="retrain a run on fractions of its train split")
     p.add_argument("--run", default=DEFAULT_RUN)
     p.add_argument("--fractions", type=float, nargs="+", default=[0.5])
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads while training (default: torch's, all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--parent-running", action="store_true",
+                   help="train although the parent is still training (its split, config and "
+                   "tokenizer are fixed when it starts); `bankllm train --ablate` uses it")
     p.set_defaults(handler="bankllm.ablation:cli_ablate")
 
 

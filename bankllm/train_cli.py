@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,12 @@ from typing import Any
 
 from bankllm import checkpoints as ckpt
 from bankllm import distributed
+from bankllm.ablation import (
+    SideBySide,
+    finish_side_by_side,
+    fraction_name,
+    start_side_by_side,
+)
 from bankllm.config import TrainConfig, load_config
 from bankllm.errors import BankLLMError
 from bankllm.precision import resolve_device
@@ -78,6 +85,12 @@ def _check_run_name(name: str | None) -> None:
 
 def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distributed.Context) -> int:
     """Create (or reopen) the run directory, train, and print the summary on rank 0."""
+    if getattr(args, "ablate", None):  # refused before the run directory exists
+        for fraction in args.ablate:
+            fraction_name(fraction)
+        if ctx.world_size > 1:
+            raise BankLLMError("--ablate cannot be combined with torchrun; run `bankllm ablate "
+                               "--run RUN` once the run is done")
     if resume:
         run_dir = Path(args.resume)
     else:
@@ -98,6 +111,7 @@ def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distribute
         if created and ctx.is_main and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
+    side = _start_ablations(args, run_dir, ctx)
     if ctx.is_main:
         print(
             f"bankllm: {trainer.metrics['n_params']:,} parameters, vocabulary "
@@ -106,6 +120,7 @@ def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distribute
             f"{trainer.device} ({platform.machine()}), world size {ctx.world_size}, run {run_dir}",
             flush=True,
         )
+    code = 1
     try:
         code = trainer.train()
     except OSError as exc:  # disk full, permissions changed mid-run, ...: every write is atomic
@@ -113,9 +128,38 @@ def _train_in_context(args: Any, cfg: TrainConfig, resume: bool, ctx: distribute
             f"{exc.filename or run_dir}: cannot write ({exc.strerror or exc}); the files saved "
             f"before are intact, fix the cause and continue with: bankllm train --resume {run_dir}"
         ) from None
+    finally:
+        if side is not None:
+            _finish_ablations(side, code)
     if ctx.is_main:
         print_summary(run_dir, trainer.metrics)
     return code
+
+
+def _start_ablations(args: Any, run_dir: Path, ctx: distributed.Context) -> SideBySide | None:
+    """With ``--ablate``: start the ablations beside the run, with half the cores (the run
+    keeps its own thread count, so its losses are those of a run without ``--ablate``)."""
+    fractions = getattr(args, "ablate", None)
+    if not fractions:
+        return None
+    threads = max(1, (os.cpu_count() or 2) // 2)
+    side = start_side_by_side(run_dir, fractions, threads)
+    print(f"bankllm: ablations {' '.join(f'{f:g}' for f in fractions)} training beside the run "
+          f"({threads} thread(s)), output in {side.log}", flush=True)
+    return side
+
+
+def _finish_ablations(side: SideBySide, code: int) -> None:
+    """Wait for the side-by-side ablations and print what they said."""
+    if code != 0:
+        print("bankllm: the run stopped, so its ablations stop too; `bankllm ablate --run RUN` "
+              "resumes them", flush=True)
+    side_code = finish_side_by_side(side, code)
+    text = side.log.read_text(encoding="utf-8", errors="replace") if side.log.is_file() else ""
+    print(text.rstrip(), flush=True)
+    if side_code != 0 and code == 0:
+        print(f"bankllm: the ablations exited {side_code} (output above, also in {side.log}); "
+              "the run itself completed", flush=True)
 
 
 def default_run_name() -> str:

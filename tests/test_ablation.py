@@ -291,3 +291,62 @@ def test_the_ablation_takes_as_many_optimizer_steps_as_its_parent(tiny_run: Path
     parent = load_run(tiny_run)
     for fraction, epochs in ((0.5, 2), (0.25, 4)):
         assert plan_ablation(parent, fraction).config.epochs == epochs * parent.config.epochs
+
+
+# --------------------------------------------------------------------------- beside training
+
+TINY_CLI = ["--quiet", "--set", "n_layer=1", "--set", "n_head=2", "--set", "n_embd=16",
+            "--set", "block_size=64", "--set", "epochs=1", "--set", "batch_size=8",
+            "--set", "precision=fp32", "--set", "threads=1"]
+
+
+def test_train_with_ablate_leaves_the_ablation_the_diagnostics_reuse(corpus_file, tmp_path,
+                                                                      capsys):
+    from bankllm.cli import main
+
+    runs = tmp_path / "runs"
+    base = ["train", "--data", str(corpus_file), "--runs-dir", str(runs), *TINY_CLI]
+    assert main([*base, "--name", "with", "--ablate", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "training beside the run" in out and "data ablation" in out  # the ablate table
+    assert main([*base, "--name", "without"]) == 0
+    capsys.readouterr()
+    # the run itself is the run without --ablate, loss for loss
+    steps = [json.loads((runs / n / "metrics.json").read_text())["steps"]
+             for n in ("with", "without")]
+    assert steps[0] and [s["loss"] for s in steps[0]] == [s["loss"] for s in steps[1]]
+    # the ablation is complete and keyed to the finished run: ensure_ablation reuses it
+    assert [a.fraction for a in cached_ablations(runs / "with")] == [0.5]
+    assert ensure_ablation(runs / "with", 0.5, show_progress=False).reused
+
+
+def test_train_refuses_a_bad_ablate_fraction_before_making_the_run(corpus_file, tmp_path,
+                                                                   capsys):
+    from bankllm.cli import main
+
+    runs = tmp_path / "runs"
+    code = main(["train", "--data", str(corpus_file), "--runs-dir", str(runs), "--name", "r",
+                 *TINY_CLI, "--ablate", "1.0"])
+    assert code == 2 and "fraction must be in (0, 1)" in capsys.readouterr().err
+    assert not (runs / "r").exists()
+
+
+def test_a_running_parent_is_ablated_only_when_asked(tiny_run: Path):
+    _set_status(tiny_run, "running")
+    with pytest.raises(BankLLMError, match="not completed"):
+        ensure_ablation(tiny_run, 0.5, show_progress=False)
+    half = ensure_ablation(tiny_run, 0.5, show_progress=False, log=lambda m: None,
+                           parent_running=True)
+    assert half.status == "completed"
+
+
+def test_a_stopped_run_stops_its_side_by_side_ablation(tmp_path):
+    import subprocess
+    import sys
+
+    from bankllm.ablation import SideBySide, finish_side_by_side
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    side = SideBySide(sleeper, tmp_path / "ablate.log")
+    assert finish_side_by_side(side, parent_code=130) != 0
+    assert sleeper.poll() is not None  # stopped, not waited out for 60 s
