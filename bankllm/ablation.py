@@ -331,10 +331,8 @@ class SideBySide:
 def start_side_by_side(run_dir: str | Path, fractions: Sequence[float],
                        threads: int) -> SideBySide:
     """Start ``bankllm ablate --parent-running`` on ``run_dir`` (whose run files are written)
-    for ``fractions`` with ``threads`` torch threads, its output in
-    ``<run_dir>/ablations/ablate.log``. Bad fractions raise here, before it starts."""
-    for f in fractions:
-        fraction_name(f)
+    for ``fractions`` (checked by the caller, before the run started) with ``threads`` torch
+    threads, its output in ``<run_dir>/ablations/ablate.log``."""
     root = Path(run_dir) / ABLATIONS_DIR
     root.mkdir(parents=True, exist_ok=True)
     log = root / SIDE_LOG

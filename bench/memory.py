@@ -36,14 +36,13 @@ def peak_rss_mb(pipeline: str, size: str, data: str | None, warmup: int, steps: 
 
 
 def measure_memory(pipelines: list[str], size: str, data: str | None, warmup: int,
-                   steps: dict[str, int], threads: int = 0,
-                   jobs: int | None = None) -> dict[str, float | None]:
+                   steps: dict[str, int], threads: int = 0) -> dict[str, float | None]:
     """``{pipeline: peak RSS in MB}`` for each of ``pipelines`` (``steps``: timed steps per
-    pipeline), plus ``BASELINE``, the peak of a process that steps nothing. Up to ``jobs``
-    children (default: one per CPU) run at once: a process's peak RSS is its own, whatever
-    runs beside it, and this phase times nothing."""
+    pipeline), plus ``BASELINE``, the peak of a process that steps nothing. One child per CPU
+    runs at once: a process's peak RSS is its own, whatever runs beside it, and this phase
+    times nothing."""
     runs = {BASELINE: (0, 1), **{name: (warmup, steps[name]) for name in pipelines}}
-    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         futures = {name: pool.submit(peak_rss_mb, name, size, data, w, n, threads)
                    for name, (w, n) in runs.items()}
         return {name: future.result() for name, future in futures.items()}
