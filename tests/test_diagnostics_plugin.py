@@ -23,7 +23,14 @@ from diagnostics.testing import healthy_metrics, plant_val_rising
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_diagnostics(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+# hypothesis's pytest plugin (a dev dependency, for the unit tests) costs each session almost
+# 2 s of imports that the diagnostics never use
+SESSION_OPTIONS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+
+
+def run_diagnostics(*args: str, pythonpath: Path | None = None,
+                    timeout: float = 120) -> subprocess.CompletedProcess:
+    """``pytest diagnostics ARGS`` in a subprocess, one torch thread, 100 columns."""
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="100")
     if pythonpath is not None:  # e.g. for a -p plugin of the test
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath),
@@ -31,8 +38,8 @@ def run_diagnostics(*args: str, pythonpath: Path | None = None) -> subprocess.Co
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_XDIST_WORKER_COUNT", None)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "diagnostics", "-p", "no:cacheprovider", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "pytest", "diagnostics", *SESSION_OPTIONS, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )
 
 

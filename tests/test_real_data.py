@@ -1,14 +1,12 @@
 """Real data end to end: import the SGD banking sample, train a tiny model, diagnose it."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bankllm.cli import main
+from tests.test_diagnostics_plugin import run_diagnostics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SGD = REPO.parent / "shared" / "data" / "sgd-banks"
@@ -53,27 +51,8 @@ def test_sgd_sample_imports_trains_and_is_diagnosed(tmp_path, capsys):
     metrics = json.loads((tmp_path / "runs" / "sgd" / "metrics.json").read_text())
     assert metrics["n_train"] + metrics["n_val"] == n and 0 <= metrics["unk_rate_val"] < 1
     reports = tmp_path / "reports"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "diagnostics",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--run",
-            str(tmp_path / "runs" / "sgd"),
-            "--report-dir",
-            str(reports),
-            "--no-ablation",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_diagnostics("-q", "--run", str(tmp_path / "runs" / "sgd"), "--report-dir",
+                           str(reports), "--no-ablation", timeout=240)
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-2000:]  # FAILs allowed
     assert "Traceback" not in proc.stdout
     report = json.loads((reports / "diagnostics.json").read_text())
