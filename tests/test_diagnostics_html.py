@@ -134,6 +134,7 @@ def test_page_without_charts_or_run_still_renders():
     assert "no metrics" in page.all_text
 
 
+@pytest.mark.slow  # starts a real browser; .ci/run installs chromium while the unit tests run
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="no chromium binary on PATH: install it (apt-get install chromium) "
                            "to open the report in a real headless browser")
