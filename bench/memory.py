@@ -3,15 +3,20 @@
 One process's peak RSS (``ru_maxrss``) only grows, so pipelines sharing a process cannot be told
 apart: here each pipeline runs alone in a child (``python -m bench.memory PIPELINE ...``) on
 the same batches the speed measurement uses (its warm-up batches, then the timed ones, one
-pass), and the parent reads that child's own peak from ``os.wait4``. The figure includes what
-every such process holds (the interpreter, torch, the workload), reported as
-``baseline_rss_mb``: the peak of a child that builds the workload and steps nothing.
+pass), and the child reports its own peak (:func:`own_peak_rss_mb`) on its last stdout line.
+The figure includes what every such process holds (the interpreter, torch, the workload),
+reported as ``baseline_rss_mb``: the peak of a child that builds the workload and steps nothing.
+
+The parent cannot read the child's peak from ``os.wait4``: Linux carries the parent's
+high-water mark over fork and exec into the child's ``ru_maxrss``, so every child of a large
+benchmark process would read the benchmark's own peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +34,26 @@ def peak_rss_mb(pipeline: str, size: str, data: str | None, warmup: int, steps: 
            str(warmup), "--steps", str(steps), "--threads", str(threads)]
     if data is not None:
         cmd += ["--data", data]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return round(usage.ru_maxrss / 1024, 1) if proc.returncode == 0 else None
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    lines = done.stdout.split()
+    if done.returncode != 0 or not lines:
+        return None
+    return round(float(lines[-1]), 1)
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak resident set size in MB since it started: ``VmHWM`` of
+    ``/proc/self/status``, else ``ru_maxrss`` (which on Linux also holds the high-water mark
+    of the process it was forked from, so it is only the fallback)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
 
 def measure_memory(pipelines: list[str], size: str, data: str | None, warmup: int,
@@ -49,6 +70,13 @@ def measure_memory(pipelines: list[str], size: str, data: str | None, warmup: in
 
 
 def _run_child(argv: list[str] | None = None) -> int:
+    status = _step_pipeline(argv)
+    if status == 0:
+        print(f"{own_peak_rss_mb():.1f}")  # the parent reads this last line
+    return status
+
+
+def _step_pipeline(argv: list[str] | None) -> int:
     import torch
 
     from bench import train_speed

@@ -145,7 +145,7 @@ class CpuSample:
     """CPU time counters at one moment: what :func:`contention` differences."""
 
     wall: float  # time.monotonic()
-    own: float  # this process's CPU seconds (user + system, all its threads)
+    own: float  # the benchmark's CPU seconds (user + system, all threads, finished children)
     busy: float | None  # all CPUs' busy seconds since boot (user, nice, system, irq, softirq)
     steal: float | None  # seconds the hypervisor ran other guests on this VM's CPUs
 
@@ -153,8 +153,12 @@ class CpuSample:
 def cpu_sample(proc_stat: str | Path = "/proc/stat") -> CpuSample:
     """The counters now; ``busy`` and ``steal`` are None where ``proc_stat`` cannot be read
     (not Linux)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    own = usage.ru_utime + usage.ru_stime
+    # the benchmark's own CPU time includes its finished children (the memory phase's)
+    own = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF),
+                      resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
     busy = steal = None
     try:
         with open(proc_stat, encoding="ascii") as f:
@@ -172,7 +176,8 @@ def cpu_sample(proc_stat: str | Path = "/proc/stat") -> CpuSample:
 
 def contention(start: CpuSample, end: CpuSample) -> dict[str, float] | None:
     """What competed with the benchmark for the CPUs while it ran, in CPUs (1.0: one core's
-    worth, on average): ``other_processes`` (all CPUs' busy time less this process's own) and
+    worth, on average): ``other_processes`` (all CPUs' busy time less the benchmark's own, its
+    finished child processes included) and
     ``steal`` (time the hypervisor gave to other guests). None without ``/proc/stat``."""
     seconds = end.wall - start.wall
     if start.busy is None or end.busy is None or seconds <= 0:

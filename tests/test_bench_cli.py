@@ -271,6 +271,15 @@ def test_cpu_sample_reads_this_machines_counters():
         assert before.busy is not None and after.busy >= before.busy
 
 
+def test_cpu_sample_counts_the_benchmarks_finished_children_as_its_own():
+    # the memory phase's children are the benchmark's work, not competition
+    before = workload.cpu_sample()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    after = workload.cpu_sample()
+    assert after.own - before.own >= 0.45
+
+
 def test_round_ratios_show_how_far_one_runs_ratio_can_be_trusted():
     # the same 4 batches, moments apart: bankllm steady, the peer slowed in round 3 only
     bankllm = {"status": "ok", "step_seconds": [0.6, 0.5, 0.6, 0.4]}

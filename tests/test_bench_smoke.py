@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import memory
 from bench.train_speed import Pipeline, measure
 from bench.workload import bench_config, load_workload
 from tests.conftest import make_conversations
@@ -74,6 +75,21 @@ def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
         assert competing["seconds"] > 0
         assert competing["other_processes"] >= 0 and competing["steal"] >= 0
     assert "training throughput" in done.stdout
+
+
+def test_a_childs_peak_rss_is_its_own_not_its_large_parents(tmp_path, monkeypatch):
+    # Linux hands a parent's high-water mark to its children's ru_maxrss: a benchmark holding
+    # 600 MB must not read 600 MB for a child that holds far less
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(c) + "\n" for c in make_conversations(40)))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    held = bytearray(600 * 2**20)
+    held[:: 4096] = b"\1" * len(held[:: 4096])  # touch every page
+    parent = memory.own_peak_rss_mb()
+    assert parent >= 600
+    child = memory.peak_rss_mb(memory.BASELINE, "tiny", str(corpus), 0, 1, threads=1)
+    assert child is not None and 0 < child < parent - 300, (child, parent)
+    del held
 
 
 def test_measure_separates_the_one_time_cost_of_a_new_shape_from_the_steady_rate(tmp_path):
