@@ -110,6 +110,11 @@ def load_workload(cfg: TrainConfig) -> Workload:
     return Workload(cfg, tokenizer, train, val, split.val, per_epoch[0], per_epoch)
 
 
+#: environment variables a run's figures depend on, recorded with them
+RECORDED_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
+                "LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX")
+
+
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on: :func:`bankllm.precision.machine_info` (CPU model,
     ISA, native bf16: AMX multiplies bf16 matrices several times faster than AVX512-BF16, so
@@ -122,12 +127,9 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "torch": str(torch.__version__),
-        # OpenMP's waiting policy decides how 2-thread runs fare on a busy machine
-        "env": {
-            k: os.environ[k]
-            for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-            if k in os.environ
-        },
+        # OpenMP's waiting policy decides how 2-thread runs fare on a busy machine; the
+        # allocator and its settings decide peak RSS (bench/README.md, Memory)
+        "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
     }
 
 

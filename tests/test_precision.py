@@ -70,6 +70,9 @@ def test_machine_info_is_the_one_description_gate_and_bench_record(monkeypatch):
     assert bench["fast_bf16"] is True
     monkeypatch.setattr(precision, "cpu_bf16_support", lambda: "none")
     assert bench_machine()["fast_bf16"] is False
+    # a preloaded allocator changes the memory figures: the run records it
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libtcmalloc_minimal.so.4")
+    assert bench_machine()["env"]["LD_PRELOAD"] == "/usr/lib/libtcmalloc_minimal.so.4"
 
 
 def test_machine_info_survives_a_failing_isa_probe(monkeypatch):
