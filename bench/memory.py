@@ -35,10 +35,10 @@ def peak_rss_mb(pipeline: str, size: str, data: str | None, warmup: int, steps: 
     if data is not None:
         cmd += ["--data", data]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
-    lines = done.stdout.split()
-    if done.returncode != 0 or not lines:
+    words = done.stdout.split()  # the child's last word is its peak
+    if done.returncode != 0 or not words:
         return None
-    return round(float(lines[-1]), 1)
+    return round(float(words[-1]), 1)
 
 
 def own_peak_rss_mb() -> float:
