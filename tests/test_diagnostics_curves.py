@@ -87,6 +87,25 @@ def test_nonfinite_event_alone_is_divergence(healthy):
     assert phases(m).status == "FAIL"
 
 
+@pytest.mark.parametrize("step, factor", [(2, 3.0), (5, 3.0), (20, 10.0)])
+def test_a_blow_up_in_the_first_steps_is_divergence(healthy, step, factor):
+    # a learning rate too high from the start: too few earlier steps for a full window (at
+    # step 20 the median of the 19 before lies well above the falling curve, hence 10x)
+    result = phases(plant_spike(healthy, step=step, factor=factor))
+    assert result.status == "FAIL", result.reason
+    assert f"divergence: step {step} " in result.reason
+    assert f"of the previous {step - 1} step" in result.reason
+    assert result.values["spikes"] == 1
+
+
+def test_a_small_rise_in_the_first_steps_is_not_a_spike(healthy):
+    # the second step 0.3 nats over the first: past the run's noise, under the 0.5-nat floor
+    m = copy.deepcopy(healthy)
+    m["steps"][1]["loss"] = m["steps"][0]["loss"] + 0.3
+    result = phases(m)
+    assert result.values["spikes"] == 0 and result.status == "PASS", result.reason
+
+
 def test_spike_during_warmup_is_ignored(healthy):
     m = plant_spike(dict(healthy, warmup_steps=110), step=100)
     assert phases(m).status == "PASS"

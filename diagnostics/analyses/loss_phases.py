@@ -1,10 +1,12 @@
 """Loss phases: change points of log(step loss), epoch shares, plateau, divergence, clipping.
 
 Divergence is judged on the run's own scale: a spike is a step whose log loss rises over the
-median of the previous ``spike_window`` steps by more than ``spike_noise_k`` robust standard
-deviations of the run's step-to-step log-loss changes *and* by more than ``spike_floor_nats``
-nats, so noise at a near-zero loss (0.12 -> 0.37) is no divergence. A learning rate too high to
-spike shows as most optimizer steps clipped (``grad_norm`` above the run's ``grad_clip``).
+median of the previous ``spike_window`` steps (of all previous steps before there are that many,
+so a blow-up in the first steps counts like a later one) by more than ``spike_noise_k`` robust
+standard deviations of the run's step-to-step log-loss changes *and* by more than
+``spike_floor_nats`` nats, so noise at a near-zero loss (0.12 -> 0.37) is no divergence. A
+learning rate too high to spike shows as most optimizer steps clipped (``grad_norm`` above the
+run's ``grad_clip``).
 """
 
 from __future__ import annotations
@@ -150,21 +152,24 @@ def log_noise(steps: Sequence[Mapping[str, Any]]) -> float:
 def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, float],
             noise: float) -> list:
     """Steps after warm-up whose log loss exceeds the log of the median of the previous
-    ``spike_window`` finite step losses by more than ``spike_noise_k`` x ``noise`` and whose
-    loss exceeds that median by more than ``spike_floor_nats``."""
+    ``spike_window`` finite step losses (all previous ones, at least one, before there are that
+    many) by more than ``spike_noise_k`` x ``noise`` and whose loss exceeds that median by more
+    than ``spike_floor_nats``: ``(step, epoch, loss, median, jump / noise, steps in the median)``.
+
+    The first steps are judged too: an untrained model's loss is about ln V on every batch, so
+    a rise over the steps before it is not batch-order noise."""
     fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
     window = int(th["spike_window"])
-    if len(fin) <= window:
-        return []
     losses = np.array([s["loss"] for s in fin], dtype=float)
-    med = np.median(np.lib.stride_tricks.sliding_window_view(losses, window)[:-1], axis=1)
     k, floor = float(th["spike_noise_k"]), float(th["spike_floor_nats"])
     out = []
-    for j, m in zip(range(window, len(fin)), med, strict=True):
+    for j in range(1, len(fin)):
+        previous = losses[max(0, j - window):j]
+        m = float(np.median(previous))
         jump = math.log(losses[j] / m)
         if fin[j]["step"] > warmup and jump > k * noise and losses[j] - m > floor:
-            out.append((fin[j]["step"], fin[j]["epoch"], float(losses[j]), float(m),
-                        jump / noise if noise > 0 else math.inf))
+            out.append((fin[j]["step"], fin[j]["epoch"], float(losses[j]), m,
+                        jump / noise if noise > 0 else math.inf, len(previous)))
     return out
 
 
@@ -206,7 +211,7 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         details["tables"].append(table(
             "Loss spikes", ["step", "epoch", "loss", "median of previous", "jump (nats)",
                             "jump / noise (log)"],
-            [(s, e, v, m, v - m, z) for s, e, v, m, z in spikes[:20]],
+            [(s, e, v, m, v - m, z) for s, e, v, m, z, _ in spikes[:20]],
             ["FAIL"] * min(20, len(spikes))))
 
     # clipping: a learning rate too high to spike still has most steps clipped
@@ -284,9 +289,9 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
             what = f"non-finite loss at step {where[0][0]} (epoch {where[0][1]})"
             what += f" and {len(where) - 1} more steps" if len(where) > 1 else ""
         elif spikes:
-            s, e, v, m, z = spikes[0]
+            s, e, v, m, z, n = spikes[0]
             what = (f"step {s} (epoch {e}) loss {v:.3g} is {v - m:+.3g} nats over the median "
-                    f"{m:.3g} of the previous {int(th['spike_window'])} steps ({z:.0f}× the "
+                    f"{m:.3g} of the previous {n} step{'s' if n > 1 else ''} ({z:.0f}× the "
                     "run's step-to-step noise of log loss)")
             what += f" ({len(spikes) - 1} more spikes)" if len(spikes) > 1 else ""
         else:
