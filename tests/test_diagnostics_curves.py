@@ -167,6 +167,28 @@ def test_most_steps_clipped_warns_naming_the_share(healthy):
         == "PASS"
 
 
+def test_every_step_clipped_in_a_run_that_never_learned_does_not_say_lower_lr(healthy):
+    # a learning rate far too low: the loss stays at the initial loss, the untrained model's
+    # gradients stay large and every step is clipped; "lower lr" would be the wrong advice
+    m = copy.deepcopy(healthy)
+    l0 = m["initial_loss"]
+    rng = random.Random(3)
+    for s in m["steps"]:
+        s["loss"], s["grad_norm"] = l0 * math.exp(rng.gauss(0, 0.005)), 4.5
+    for e in m["epochs"]:
+        e["train_eval_loss"], e["val_loss"] = l0 * 1.001, l0 * 0.999
+    result = analyse_loss_phases(m, TH.for_check("loss_phases"), grad_clip=1.0)
+    assert result.status == "WARN" and result.values["clip_share"] == 1.0
+    assert "barely moved" in result.reason and "raise lr" in result.reason
+    assert "lower lr" not in result.reason and "probably too high" not in result.reason
+    # the same clipping in a run whose loss fell by more than a tenth: lower lr
+    learned = copy.deepcopy(healthy)
+    for s in learned["steps"]:
+        s["grad_norm"] = 4.5
+    result = analyse_loss_phases(learned, TH.for_check("loss_phases"), grad_clip=1.0)
+    assert "probably too high; lower lr" in result.reason
+
+
 #  phases -------------------------------------------------------------------------------
 
 
@@ -242,6 +264,17 @@ def test_still_improving_warns():
     m = healthy_metrics(epochs=3)
     result = phases(m)
     assert result.status == "WARN" and result.reason.startswith("still improving")
+
+
+def test_a_run_that_stopped_improving_too_late_for_patience_is_not_still_improving():
+    # the last epoch no better by min_delta, one epoch short of patience 2: not a plateau yet,
+    # and not "still improving" either
+    m = healthy_metrics(epochs=3)
+    m["epochs"][-1]["val_loss"] = m["epochs"][-2]["val_loss"] - 0.001
+    result = phases(m)
+    assert result.status == "WARN", result.reason
+    assert result.reason.startswith("not improving since epoch 2")
+    assert "too few epochs to call a plateau" in result.reason and "still" not in result.reason
 
 
 #  overfitting --------------------------------------------------------------------------

@@ -42,6 +42,10 @@ DEFAULTS = {
     # of their steps just above grad_clip 1.0 (median norm 1.0-1.6) at lr 3e-3 and 1e-5
     # alike, but 2 % above 2.0; set 1 to count every clipped step
     "clip_norm_factor": 2.0,
+    # ... unless the last epoch's train_eval loss is less than this share of the initial loss
+    # below it: then the model has barely learned, its gradients are an untrained model's, and
+    # "lower lr" would be the wrong advice (lr=1e-7 clipped every step and never learned)
+    "clip_learned_share": 0.1,
     "plateau_rate": 0.02,  # a phase losing < 2 % of its loss per epoch is a plateau
     "rapid_ratio": 0.5,  # slope >= 0.5 x the steepest phase's: "rapid drop"
     "learning_ratio": 0.15,  # >= 0.15 x: "domain learning"; below: "refinement"
@@ -193,8 +197,8 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     None or 0: no clipping, the share is not judged)."""
     th = thresholds
     used = {k: th[k] for k in ("max_phases", "spike_noise_k", "spike_floor_nats", "spike_window",
-                               "clip_share_warn", "clip_norm_factor", "plateau_rate",
-                               "min_delta", "patience")}
+                               "clip_share_warn", "clip_norm_factor", "clip_learned_share",
+                               "plateau_rate", "min_delta", "patience")}
     steps = sorted(metrics.get("steps") or [], key=lambda s: s["step"])
     epochs = epoch_rows(metrics)
     values: dict[str, Any] = {"n_steps": len(steps), "n_epochs": len(epochs)}
@@ -232,8 +236,18 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
             hard = f"{factor:g}x " if factor != 1 else ""
             clip_warning = (f"{share:.0%} of {clipped[1]} optimizer steps clipped (grad_norm "
                             f"above {hard}grad_clip {clip:g}; more than "
-                            f"{th['clip_share_warn']:.0%}): the learning rate is probably too "
-                            "high; lower lr")
+                            f"{th['clip_share_warn']:.0%}): ")
+            l0, last = metrics.get("initial_loss"), (epochs[-1].get("train_eval_loss")
+                                                      if epochs else None)
+            if finite(l0) and finite(last) and l0 - last < th["clip_learned_share"] * l0:
+                # an untrained model's gradients are large whatever the learning rate; at a
+                # learning rate too low the model stays untrained and every step is clipped
+                clip_warning += (f"the loss barely moved (train_eval {last:.4g} against the "
+                                 f"initial {l0:.4g}), so these are an untrained model's "
+                                 "gradients, not a sign of a learning rate too high; if the "
+                                 "weights barely move (training_health), raise lr")
+            else:
+                clip_warning += "the learning rate is probably too high; lower lr"
 
     # phases
     fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
@@ -310,9 +324,18 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     if stop.plateau_epoch is None:
         last = vals[-1]
         window = vals[-int(th["patience"]) - 1] if len(vals) > th["patience"] else vals[0]
-        reason = (f"still improving: val loss {window[1]:.4g} → {last[1]:.4g} over epochs "
-                  f"{window[0]}-{last[0]} (EarlyStopping min_delta {th['min_delta']:g}, patience "
-                  f"{int(th['patience'])} never triggered); train more epochs{tail}")
+        if stop.best_epoch == last[0]:
+            reason = (f"still improving: val loss {window[1]:.4g} → {last[1]:.4g} over epochs "
+                      f"{window[0]}-{last[0]} (EarlyStopping min_delta {th['min_delta']:g}, "
+                      f"patience {int(th['patience'])} never triggered); train more "
+                      f"epochs{tail}")
+        else:
+            waited = last[0] - stop.best_epoch
+            reason = (f"not improving since epoch {stop.best_epoch} (val loss "
+                      f"{stop.best_value:.4g}, epoch {last[0]} {last[1]:.4g}: less than "
+                      f"min_delta {th['min_delta']:g} better for {waited} of the "
+                      f"{int(th['patience'])} epochs EarlyStopping waits): too few epochs to "
+                      f"call a plateau{tail}")
         if clip_warning:
             reason = f"{clip_warning}; {reason}"
         return CheckResult(NAME, "WARN", reason, values, used, details)
