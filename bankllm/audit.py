@@ -355,13 +355,15 @@ def cli_audit(args: Any) -> int:
                           f"conversations, {audit.exchanges} exchanges)")
     for column in ("finding", "count", "share", "95% CI (Wilson)", "line", "where"):
         summary.add_column(column)
-    above = False
+    above, inconclusive = False, []
 
     def row(name: str, k: int, n: int, unit: str, line: float, judged: bool = True) -> None:
         nonlocal above
         low, high = wilson(k, n)
         side = _side(k, n, line)
         above = above or (judged and side == "ABOVE the line")
+        if judged and side == "inconclusive":
+            inconclusive.append(name.strip())
         summary.add_row(name, f"{k} / {n} {unit}", f"{k / n:.1%}" if n else "-",
                         f"{low:.1%} to {high:.1%}" if n else "-", f"{line:.0%}",
                         side if judged or side == "ABOVE the line" else "")
@@ -396,5 +398,11 @@ def cli_audit(args: Any) -> int:
         for ex in its.examples:
             table.add_row(str(ex["turns"]), ex["intents"], ex["texts"], ex["conversations"])
         console.print(table)
-    console.print("ABOVE a line: exit 1" if above else "nothing above the lines: exit 0")
+    if above:
+        console.print("ABOVE a line: exit 1")
+    elif inconclusive:
+        console.print(f"nothing conclusively above a line; inconclusive: {', '.join(inconclusive)} "
+                      "(its interval reaches the line: more data would settle it): exit 0")
+    else:
+        console.print("nothing above the lines: exit 0")
     return 1 if above else 0

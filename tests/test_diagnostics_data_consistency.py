@@ -179,6 +179,15 @@ def test_unlabelled_corpus_skips_the_intent_comparison():
         result.details["notes"])
 
 
+def test_cli_audit_names_an_inconclusive_share_and_exits_0(tmp_path, capsys):
+    # 2 wrong payees in 20 transfers: 10% with a Wilson interval reaching under the 5% line
+    convs = [transfer(i, "John", "Mary" if i < 2 else "John") for i in range(20)]
+    assert main(["data", "audit", str(write(tmp_path / "few.jsonl", convs))]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "nothing conclusively above a line; inconclusive: entity mismatch" in out
+    assert "nothing above the lines" not in out
+
+
 def test_cli_audit_exit_codes(bundled, tmp_path, capsys):
     assert main(["data", "audit", str(CORPUS)]) == 0
     assert "nothing above the lines" in capsys.readouterr().out
