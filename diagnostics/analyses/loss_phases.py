@@ -1,8 +1,8 @@
 """Loss phases: change points of log(step loss), epoch shares, plateau, divergence, clipping.
 
 Divergence is judged on the run's own scale: a spike is a step whose log loss rises over the
-median of the previous ``spike_window`` steps (of all previous steps before there are that many,
-so a blow-up in the first steps counts like a later one) by more than ``spike_noise_k`` robust
+median of the previous ``spike_window`` steps (before there are that many: over the larger of
+the earlier steps' median and the untrained model's loss) by more than ``spike_noise_k`` robust
 standard deviations of the run's step-to-step log-loss changes *and* by more than
 ``spike_floor_nats`` nats, so noise at a near-zero loss (0.12 -> 0.37) is no divergence. A
 learning rate too high to spike shows as most optimizer steps clipped (``grad_norm`` above the
@@ -154,26 +154,32 @@ def log_noise(steps: Sequence[Mapping[str, Any]]) -> float:
 
 
 def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, float],
-            noise: float) -> list:
-    """Steps after warm-up whose log loss exceeds the log of the median of the previous
-    ``spike_window`` finite step losses (all previous ones, at least one, before there are that
-    many) by more than ``spike_noise_k`` x ``noise`` and whose loss exceeds that median by more
-    than ``spike_floor_nats``: ``(step, epoch, loss, median, jump / noise, steps in the median)``.
+            noise: float, initial_loss: float | None = None) -> list:
+    """Steps after warm-up whose loss rises over a reference by more than ``spike_noise_k`` x
+    ``noise`` in log and by more than ``spike_floor_nats`` nats, as ``(step, epoch, loss,
+    reference, jump / noise, what the reference is)``.
 
-    The first steps are judged too: an untrained model's loss is about ln V on every batch, so
-    a rise over the steps before it is not batch-order noise."""
+    The reference is the median of the previous ``spike_window`` finite step losses. Before
+    there are that many it is the larger of the median of all previous ones and
+    ``initial_loss`` (the untrained model's): a step then counts only if the model got worse
+    than it was untrained, since early steps swing too much for a rise over the few steps
+    before them to prove divergence (docs/diagnostics.md, loss_phases). Without
+    ``initial_loss`` the first ``spike_window`` steps are not judged."""
     fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
     window = int(th["spike_window"])
     losses = np.array([s["loss"] for s in fin], dtype=float)
     k, floor = float(th["spike_noise_k"]), float(th["spike_floor_nats"])
+    early = finite(initial_loss) and initial_loss > 0
     out = []
-    for j in range(1, len(fin)):
-        previous = losses[max(0, j - window):j]
-        m = float(np.median(previous))
-        jump = math.log(losses[j] / m)
-        if fin[j]["step"] > warmup and jump > k * noise and losses[j] - m > floor:
-            out.append((fin[j]["step"], fin[j]["epoch"], float(losses[j]), m,
-                        jump / noise if noise > 0 else math.inf, len(previous)))
+    for j in range(1 if early else window, len(fin)):
+        ref = float(np.median(losses[max(0, j - window):j]))
+        what = f"the median {ref:.3g} of the previous {min(j, window)} step{'s' * (j > 1)}"
+        if j < window and initial_loss > ref:
+            ref, what = float(initial_loss), f"the initial loss {initial_loss:.3g} (untrained)"
+        jump = math.log(losses[j] / ref)
+        if fin[j]["step"] > warmup and jump > k * noise and losses[j] - ref > floor:
+            out.append((fin[j]["step"], fin[j]["epoch"], float(losses[j]), ref,
+                        jump / noise if noise > 0 else math.inf, what))
     return out
 
 
@@ -208,12 +214,13 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     bad = [s for s in steps if not finite(s.get("loss"))]
     events = [e for e in metrics.get("events") or [] if e.get("kind") == "nonfinite"]
     noise = log_noise(steps)
-    spikes = _spikes(steps, int(metrics.get("warmup_steps") or 0), th, noise)
+    spikes = _spikes(steps, int(metrics.get("warmup_steps") or 0), th, noise,
+                     metrics.get("initial_loss"))
     values.update(nonfinite_steps=len(bad), nonfinite_events=len(events), spikes=len(spikes),
                   log_loss_noise=noise, run_status=metrics.get("status"))
     if spikes:
         details["tables"].append(table(
-            "Loss spikes", ["step", "epoch", "loss", "median of previous", "jump (nats)",
+            "Loss spikes", ["step", "epoch", "loss", "reference", "jump (nats)",
                             "jump / noise (log)"],
             [(s, e, v, m, v - m, z) for s, e, v, m, z, _ in spikes[:20]],
             ["FAIL"] * min(20, len(spikes))))
@@ -303,10 +310,9 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
             what = f"non-finite loss at step {where[0][0]} (epoch {where[0][1]})"
             what += f" and {len(where) - 1} more steps" if len(where) > 1 else ""
         elif spikes:
-            s, e, v, m, z, n = spikes[0]
-            what = (f"step {s} (epoch {e}) loss {v:.3g} is {v - m:+.3g} nats over the median "
-                    f"{m:.3g} of the previous {n} step{'s' if n > 1 else ''} ({z:.0f}× the "
-                    "run's step-to-step noise of log loss)")
+            s, e, v, m, z, ref = spikes[0]
+            what = (f"step {s} (epoch {e}) loss {v:.3g} is {v - m:+.3g} nats over {ref} "
+                    f"({z:.0f}× the run's step-to-step noise of log loss)")
             what += f" ({len(spikes) - 1} more spikes)" if len(spikes) > 1 else ""
         else:
             what = "the trainer marked the run as diverged"
