@@ -162,31 +162,26 @@ def test_a_large_relative_jump_within_the_runs_own_noise_is_not_a_spike(healthy)
     assert phases(dict(healthy, steps=_steps(losses))).values["spikes"] == 0
 
 
-def test_most_steps_clipped_warns_naming_the_share(healthy):
+def test_the_clipped_share_is_reported_not_judged(healthy):
+    # measured, the share of clipped steps follows how far training got, not the learning
+    # rate: a healthy run clipped on most steps keeps its verdict, and no lr advice is given
     m = copy.deepcopy(healthy)
     for i, s in enumerate(m["steps"]):
-        s["grad_norm"] = 3.0 if i % 10 else 0.5  # 90 % above the clip norm
+        s["grad_norm"] = 3.0 if i % 10 else 0.5  # 90 % above twice the clip norm
     result = analyse_loss_phases(m, TH.for_check("loss_phases"), grad_clip=1.0)
-    assert result.status == "WARN"
-    assert "90% of 240 optimizer steps clipped" in result.reason and "lr" in result.reason
+    assert result.status == "PASS", result.reason
     assert result.values["clip_share"] == pytest.approx(0.9)
-    # recorded in metrics.json, grad_clip needs no argument; clipping off: not judged
-    assert phases(dict(m, grad_clip=1.0)).status == "WARN"
-    assert analyse_loss_phases(m, TH.for_check("loss_phases"), grad_clip=0.0).status == "PASS"
-    # norms just above the clip norm on every step (as tiny real runs have) are not judged
-    near = copy.deepcopy(healthy)
-    for s in near["steps"]:
-        s["grad_norm"] = 1.3
-    result = analyse_loss_phases(near, TH.for_check("loss_phases"), grad_clip=1.0)
-    assert result.status == "PASS" and result.values["clip_share_any"] == 1.0
-    # a few clipped steps are normal
-    assert analyse_loss_phases(healthy, TH.for_check("loss_phases"), grad_clip=1.0).status \
-        == "PASS"
+    assert "lr" not in result.reason
+    assert any("90% above 2x it (not judged" in n for n in result.details["notes"])
+    # recorded in metrics.json, grad_clip needs no argument; clipping off: no share
+    assert phases(dict(m, grad_clip=1.0)).values["clip_share"] == pytest.approx(0.9)
+    assert "clip_share" not in analyse_loss_phases(m, TH.for_check("loss_phases"),
+                                                   grad_clip=0.0).values
 
 
-def test_every_step_clipped_in_a_run_that_never_learned_does_not_say_lower_lr(healthy):
+def test_a_run_that_never_learned_gets_no_lower_lr_advice(healthy):
     # a learning rate far too low: the loss stays at the initial loss, the untrained model's
-    # gradients stay large and every step is clipped; "lower lr" would be the wrong advice
+    # gradients stay large and every step is clipped
     m = copy.deepcopy(healthy)
     l0 = m["initial_loss"]
     rng = random.Random(3)
@@ -195,15 +190,8 @@ def test_every_step_clipped_in_a_run_that_never_learned_does_not_say_lower_lr(he
     for e in m["epochs"]:
         e["train_eval_loss"], e["val_loss"] = l0 * 1.001, l0 * 0.999
     result = analyse_loss_phases(m, TH.for_check("loss_phases"), grad_clip=1.0)
-    assert result.status == "WARN" and result.values["clip_share"] == 1.0
-    assert "barely moved" in result.reason and "raise lr" in result.reason
-    assert "lower lr" not in result.reason and "probably too high" not in result.reason
-    # the same clipping in a run whose loss fell by more than a tenth: lower lr
-    learned = copy.deepcopy(healthy)
-    for s in learned["steps"]:
-        s["grad_norm"] = 4.5
-    result = analyse_loss_phases(learned, TH.for_check("loss_phases"), grad_clip=1.0)
-    assert "probably too high; lower lr" in result.reason
+    assert result.values["clip_share"] == 1.0 and result.status != "FAIL"
+    assert "lower lr" not in result.reason
 
 
 #  phases -------------------------------------------------------------------------------

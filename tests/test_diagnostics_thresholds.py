@@ -21,7 +21,7 @@ def test_builtin_defaults_are_the_design_docs():
     assert (over["min_delta"], over["patience"]) == (0.005, 2)
     phases = th.for_check("loss_phases")
     assert (phases["max_phases"], phases["spike_noise_k"], phases["spike_floor_nats"],
-            phases["spike_window"], phases["clip_share_warn"]) == (4, 6.0, 0.5, 20, 0.5)
+            phases["spike_window"], phases["clip_norm_factor"]) == (4, 6.0, 0.5, 20, 2.0)
     assert th.for_check("leakage") == {**DEFAULTS["early_stopping"], "near_ratio": 95,
                                        "max_exact": 0.05, "max_near": 0.05}
 

@@ -4,9 +4,9 @@ Divergence is judged on the run's own scale: a spike is a step whose log loss ri
 median of the previous ``spike_window`` steps (before there are that many: over the larger of
 the earlier steps' median and the untrained model's loss) by more than ``spike_noise_k`` robust
 standard deviations of the run's step-to-step log-loss changes *and* by more than
-``spike_floor_nats`` nats, so noise at a near-zero loss (0.12 -> 0.37) is no divergence. A
-learning rate too high to spike shows as most optimizer steps clipped (``grad_norm`` above the
-run's ``grad_clip``).
+``spike_floor_nats`` nats, so noise at a near-zero loss (0.12 -> 0.37) is no divergence. The
+share of clipped steps is reported, not judged: it follows how far training got, not the
+learning rate.
 """
 
 from __future__ import annotations
@@ -34,18 +34,9 @@ DEFAULTS = {
     # noise, while a real blow-up moves the loss by nats (the chapter's initial loss is ln V)
     "spike_floor_nats": 0.5,
     "spike_window": 20,
-    # WARN when more than this share of the optimizer steps were clipped hard: the clip then
-    # sets the step size, a sign of a learning rate too high (most steps clipped) ...
-    "clip_share_warn": 0.5,
-    # ... where "hard" is a pre-clip grad_norm above clip_norm_factor x grad_clip (the clip
-    # more than halved the update). Not 1: tiny fp32 runs on the bundled corpus had 80-100 %
-    # of their steps just above grad_clip 1.0 (median norm 1.0-1.6) at lr 3e-3 and 1e-5
-    # alike, but 2 % above 2.0; set 1 to count every clipped step
+    # the clipped share is reported, not judged (docs/diagnostics.md): "hard" is a pre-clip
+    # grad_norm above clip_norm_factor x grad_clip (the clip more than halved the update)
     "clip_norm_factor": 2.0,
-    # ... unless the last epoch's train_eval loss is less than this share of the initial loss
-    # below it: then the model has barely learned, its gradients are an untrained model's, and
-    # "lower lr" would be the wrong advice (lr=1e-7 clipped every step and never learned)
-    "clip_learned_share": 0.1,
     "plateau_rate": 0.02,  # a phase losing < 2 % of its loss per epoch is a plateau
     "rapid_ratio": 0.5,  # slope >= 0.5 x the steepest phase's: "rapid drop"
     "learning_ratio": 0.15,  # >= 0.15 x: "domain learning"; below: "refinement"
@@ -200,11 +191,10 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     (EarlyStopping on val loss), divergence and the share of clipped steps. ``metrics``: a
     run's metrics.json. ``thresholds``: ``loss_phases`` keys plus ``min_delta``/``patience``.
     ``grad_clip``: the run's clipping norm (config; ``metrics["grad_clip"]`` wins if present;
-    None or 0: no clipping, the share is not judged)."""
+    None or 0: no clipping, no share)."""
     th = thresholds
     used = {k: th[k] for k in ("max_phases", "spike_noise_k", "spike_floor_nats", "spike_window",
-                               "clip_share_warn", "clip_norm_factor", "clip_learned_share",
-                               "plateau_rate", "min_delta", "patience")}
+                               "clip_norm_factor", "plateau_rate", "min_delta", "patience")}
     steps = sorted(metrics.get("steps") or [], key=lambda s: s["step"])
     epochs = epoch_rows(metrics)
     values: dict[str, Any] = {"n_steps": len(steps), "n_epochs": len(epochs)}
@@ -225,12 +215,12 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
             [(s, e, v, m, v - m, z) for s, e, v, m, z, _ in spikes[:20]],
             ["FAIL"] * min(20, len(spikes))))
 
-    # clipping: a learning rate too high to spike still has most steps clipped
+    # clipping, reported only: the share of clipped steps follows how far training got (an
+    # untrained model's gradients are large), not the learning rate
     clip, factor = metrics.get("grad_clip", grad_clip), float(th["clip_norm_factor"])
     clipped = clip_share(steps, clip, factor)
-    clip_warning = None
     if clipped is None:
-        details["notes"].append("no grad_clip known (or clipping off): clipped share not judged")
+        details["notes"].append("no grad_clip known (or clipping off): no clipped share")
     elif clipped[1]:
         share = clipped[0] / clipped[1]
         any_clip = clip_share(steps, clip)
@@ -238,23 +228,8 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
                       clip_share_any=any_clip[0] / any_clip[1] if any_clip else None)
         details["notes"].append(
             f"{values['clip_share_any']:.0%} of {clipped[1]} steps had grad_norm above grad_clip "
-            f"{clip:g}, {share:.0%} above {factor:g}x it (judged)")
-        if share > th["clip_share_warn"]:
-            hard = f"{factor:g}x " if factor != 1 else ""
-            clip_warning = (f"{share:.0%} of {clipped[1]} optimizer steps clipped (grad_norm "
-                            f"above {hard}grad_clip {clip:g}; more than "
-                            f"{th['clip_share_warn']:.0%}): ")
-            l0, last = metrics.get("initial_loss"), (epochs[-1].get("train_eval_loss")
-                                                      if epochs else None)
-            if finite(l0) and finite(last) and l0 - last < th["clip_learned_share"] * l0:
-                # an untrained model's gradients are large whatever the learning rate; at a
-                # learning rate too low the model stays untrained and every step is clipped
-                clip_warning += (f"the loss barely moved (train_eval {last:.4g} against the "
-                                 f"initial {l0:.4g}), so these are an untrained model's "
-                                 "gradients, not a sign of a learning rate too high; if the "
-                                 "weights barely move (training_health), raise lr")
-            else:
-                clip_warning += "the learning rate is probably too high; lower lr"
+            f"{clip:g}, {share:.0%} above {factor:g}x it (not judged: the share follows how far "
+            "training got, not the learning rate)")
 
     # phases
     fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
@@ -319,9 +294,6 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         reason = f"divergence: {what}; lower lr, add warmup_steps, keep grad_clip on or use fp32"
         return CheckResult(NAME, "FAIL", reason, values, used, details)
     if stop is None:
-        if clip_warning:
-            return CheckResult(NAME, "WARN", f"{clip_warning}; no completed epoch with a val "
-                               "loss", values, used, details)
         return CheckResult(NAME, "SKIP", "no completed epoch with a val loss: nothing to judge "
                            "(run interrupted before its first epoch ended?)", values, used, details)
     share = values.get("epoch_share_target")
@@ -342,12 +314,8 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
                       f"min_delta {th['min_delta']:g} better for {waited} of the "
                       f"{int(th['patience'])} epochs EarlyStopping waits): too few epochs to "
                       f"call a plateau{tail}")
-        if clip_warning:
-            reason = f"{clip_warning}; {reason}"
         return CheckResult(NAME, "WARN", reason, values, used, details)
     reason = (f"val loss plateaued after epoch {stop.plateau_epoch} (best {stop.best_value:.4g}; "
               f"< {th['min_delta']:g} better for {int(th['patience'])} epochs): recommended stop "
               f"epoch {stop.plateau_epoch}; {values.get('n_phases', 0)} phases{tail}")
-    if clip_warning:
-        return CheckResult(NAME, "WARN", f"{clip_warning}; {reason}", values, used, details)
     return CheckResult(NAME, "PASS", reason, values, used, details)
