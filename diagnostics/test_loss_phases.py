@@ -6,7 +6,8 @@ from diagnostics.analyses.loss_phases import NAME, analyse_loss_phases
 
 
 def test_loss_phases(metrics, run_path, thresholds, diagnose):
-    """Phases of the loss curve, plateau and recommended stop epoch, divergence, clipping."""
+    """Phases of the loss curve, plateau and recommended stop epoch, divergence; the share of
+    clipped steps is reported."""
     from bankllm.checkpoints import read_config
     from bankllm.errors import BankLLMError
 
