@@ -35,9 +35,10 @@ def load_conversations(path: str | Path) -> list[dict[str, Any]]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        where = "" if path.is_absolute() else f" in {Path.cwd()}"
         raise BankLLMError(
-            f"{path}: corpus file not found (make one with 'bankllm data synth' "
-            "or 'bankllm data import')"
+            f"{path}: corpus file not found{where} (pass --data FILE, "
+            "or make one with 'bankllm data synth' or 'bankllm data import')"
         ) from None
     except OSError as exc:
         raise BankLLMError(f"{path}: cannot read corpus ({exc.strerror})") from None

@@ -155,3 +155,13 @@ def test_fixed_micro_batches_are_groups_of_that_size():
     assert plan_micro_batches([5, 3, 9, 1, 7], [10] * 10, 2) == [[5, 3], [9, 1], [7]]
     # the token budget only applies to auto (micro_batch_size 0)
     assert plan_micro_batches([5, 3, 9], [10] * 10, 2, micro_batch_tokens=5) == [[5, 3], [9]]
+
+
+def test_a_missing_corpus_names_the_directory_a_relative_path_was_read_from(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BankLLMError, match=f"corpus file not found in {tmp_path} "):
+        load_conversations("fixtures/banking_conversations.jsonl")
+    with pytest.raises(BankLLMError) as absolute:
+        load_conversations(tmp_path / "none.jsonl")
+    assert "not found (pass --data FILE" in str(absolute.value)
