@@ -194,6 +194,10 @@ def two_samples(statistic: Callable[[np.ndarray, np.ndarray], float], a: Sequenc
                     f"stratified bootstrap over {unit}")
 
 
+# beyond this many times the sample, "N more items" is no practical advice: say how close
+FEASIBLE_GROWTH = 100
+
+
 def _more_items(est: Estimate, line: float) -> int | None:
     """Items to add so that the interval, shrinking as 1/sqrt(n), no longer reaches ``line``."""
     distance = abs(est.value - line)
@@ -247,8 +251,13 @@ def _decide(est: Estimate, pass_line: float, fail_line: float, higher_is_better:
     spanned = [line for line in (pass_line, fail_line) if est.low <= line <= est.high]
     line = min(spanned, key=lambda v: abs(v - est.value)) if spanned else pass_line
     more = _more_items(est, line)
-    settle = (f"about {more} more {est.unit} would settle it" if more is not None
-              else "the value sits on the line: no sample size settles it")
+    if more is None:
+        settle = "the value sits on the line: no sample size settles it"
+    elif more > FEASIBLE_GROWTH * est.n:
+        settle = (f"the value lies almost on the line: about {math.ceil((more + est.n) / est.n)}"
+                  f"x as many {est.unit} would settle it")
+    else:
+        settle = f"about {more} more {est.unit} would settle it"
     side = better if (est.value >= line) == higher_is_better else worse
     return Verdict("WARN", f"{shown} spans the line {fmt(line)} (value {side} it): "
                    f"inconclusive; {settle}", more)

@@ -694,8 +694,9 @@ def headline_values(check: Mapping[str, Any]) -> str:
         if values.get("refused") and not values.get("forced"):
             return "not compared (refused)"
         if isinstance(rel, (int, float)):
+            tol = values.get("effective_tolerance", values.get("tolerance", 0))
             return (f"{rel:+.2%} vs baseline ({_g(values.get('new'))} vs "
-                    f"{_g(values.get('baseline'))}; tolerance +{values.get('tolerance', 0):.2%})")
+                    f"{_g(values.get('baseline'))}; tolerance +{tol:.2%})")
         return ""
     parts = [f"{k} {_g(v)} [{_g(values.get(f'{k}_ci95_low'))}, {_g(values.get(f'{k}_ci95_high'))}]"
              for k, v in values.items()

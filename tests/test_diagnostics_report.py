@@ -161,3 +161,13 @@ def test_bankllm_report_without_run_shows_the_report_there(report_and_run, repor
     assert err == "" and "note:" not in out and "runs/latest" not in out
     assert f"report for run {report_and_run[1].resolve()}" in " ".join(out.split())
     assert "verdicts" in out
+
+
+def test_the_regression_headline_shows_the_tolerance_the_verdict_used():
+    # the baseline's seed spread (3.13%) widens the 2% tolerance: the summary must show 3.13%
+    check = {"name": "regression", "values": {"rel_change": 0.0314, "new": 0.778,
+                                              "baseline": 0.754, "tolerance": 0.02,
+                                              "effective_tolerance": 0.0313}}
+    assert rep.headline_values(check).endswith("; tolerance +3.13%)")
+    del check["values"]["effective_tolerance"]
+    assert rep.headline_values(check).endswith("; tolerance +2.00%)")
