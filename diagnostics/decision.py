@@ -254,8 +254,8 @@ def _decide(est: Estimate, pass_line: float, fail_line: float, higher_is_better:
     if more is None:
         settle = "the value sits on the line: no sample size settles it"
     elif more > FEASIBLE_GROWTH * est.n:
-        settle = (f"the value lies almost on the line: about {math.ceil((more + est.n) / est.n)}"
-                  f"x as many {est.unit} would settle it")
+        settle = (f"the value lies too close to the line for this sample: about "
+                  f"{math.ceil((more + est.n) / est.n)}x as many {est.unit} would settle it")
     else:
         settle = f"about {more} more {est.unit} would settle it"
     side = better if (est.value >= line) == higher_is_better else worse

@@ -33,7 +33,7 @@ def test_a_value_at_the_line_on_a_small_sample_warns_and_says_how_many_more_sett
     assert verdict.more_items is not None and verdict.more_items > 0
 
 
-def test_a_value_almost_on_the_line_says_how_close_not_millions_more_items():
+def test_a_value_almost_on_the_line_says_how_many_times_the_sample_not_millions_more():
     # +3.14% against a +3.13% line over 90 conversations (a gate seen in practice): the
     # items to add run into millions, which is no advice
     est = Estimate(value=0.0314, low=0.0227, high=0.0403, n=90, unit="val conversations",
@@ -41,7 +41,7 @@ def test_a_value_almost_on_the_line_says_how_close_not_millions_more_items():
     verdict = decide(est, pass_line=0.0313, fail_line=0.0313, higher_is_better=False,
                      fmt="{:+.2%}".format)
     assert verdict.status == "WARN" and verdict.more_items > 100_000
-    assert "almost on the line: about" in verdict.reason
+    assert "too close to the line for this sample: about" in verdict.reason
     assert "x as many val conversations would settle it" in verdict.reason
     assert str(verdict.more_items) not in verdict.reason
 
