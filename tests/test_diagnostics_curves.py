@@ -271,6 +271,12 @@ def test_still_improving_warns():
     assert result.status == "WARN" and result.reason.startswith("still improving")
 
 
+def test_a_single_epoch_is_not_called_still_improving():
+    result = phases(healthy_metrics(epochs=1))
+    assert result.status == "WARN"
+    assert result.reason.startswith("one epoch with a val loss") and "still" not in result.reason
+
+
 def test_a_run_that_stopped_improving_too_late_for_patience_is_not_still_improving():
     # the last epoch no better by min_delta, one epoch short of patience 2: not a plateau yet,
     # and not "still improving" either

@@ -302,7 +302,11 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     if stop.plateau_epoch is None:
         last = vals[-1]
         window = vals[-int(th["patience"]) - 1] if len(vals) > th["patience"] else vals[0]
-        if stop.best_epoch == last[0]:
+        if len(vals) == 1:
+            reason = (f"one epoch with a val loss ({last[1]:.4g}): too few to tell improvement "
+                      f"from a plateau (EarlyStopping's patience is {int(th['patience'])} "
+                      f"epochs); train more epochs{tail}")
+        elif stop.best_epoch == last[0]:
             reason = (f"still improving: val loss {window[1]:.4g} → {last[1]:.4g} over epochs "
                       f"{window[0]}-{last[0]} (EarlyStopping min_delta {th['min_delta']:g}, "
                       f"patience {int(th['patience'])} never triggered); train more "
