@@ -161,9 +161,11 @@ def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, fl
     losses = np.array([s["loss"] for s in fin], dtype=float)
     k, floor = float(th["spike_noise_k"]), float(th["spike_floor_nats"])
     early = finite(initial_loss) and initial_loss > 0
+    full = (np.median(np.lib.stride_tricks.sliding_window_view(losses, window)[:-1], axis=1)
+            if len(fin) > window else np.empty(0))  # full[j - window]: median before step j
     out = []
     for j in range(1 if early else window, len(fin)):
-        ref = float(np.median(losses[max(0, j - window):j]))
+        ref = float(full[j - window] if j >= window else np.median(losses[:j]))
         what = f"the median {ref:.3g} of the previous {min(j, window)} step{'s' * (j > 1)}"
         if j < window and initial_loss > ref:
             ref, what = float(initial_loss), f"the initial loss {initial_loss:.3g} (untrained)"
