@@ -166,11 +166,13 @@ def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, fl
     out = []
     for j in range(1 if early else window, len(fin)):
         ref = float(full[j - window] if j >= window else np.median(losses[:j]))
-        what = f"the median {ref:.3g} of the previous {min(j, window)} step{'s' * (j > 1)}"
-        if j < window and initial_loss > ref:
-            ref, what = float(initial_loss), f"the initial loss {initial_loss:.3g} (untrained)"
+        untrained = j < window and initial_loss > ref
+        if untrained:
+            ref = float(initial_loss)
         jump = math.log(losses[j] / ref)
         if fin[j]["step"] > warmup and jump > k * noise and losses[j] - ref > floor:
+            what = (f"the initial loss {ref:.3g} (untrained)" if untrained else
+                    f"the median {ref:.3g} of the previous {min(j, window)} step{'s' * (j > 1)}")
             out.append((fin[j]["step"], fin[j]["epoch"], float(losses[j]), ref,
                         jump / noise if noise > 0 else math.inf, what))
     return out
