@@ -2,7 +2,7 @@
 
 AdamW with decoupled weight decay on weight matrices only; the cosine learning-rate schedule
 with linear warm-up and a floor; gradient accumulation normalised by the target tokens of the
-whole batch; the mean per-token loss of a corpus in eval mode. :mod:`bankllm.training` runs
+whole batch; a corpus scored in eval mode. :mod:`bankllm.training` runs
 these in its loop.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from bankllm import distributed
 from bankllm.config import TrainConfig
 from bankllm.data import IGNORE_INDEX, EncodedCorpus, collate, plan_micro_batches
+from bankllm.evaluation import row_losses
 from bankllm.model import GPT
 from bankllm.precision import autocast, inference
 
@@ -44,6 +45,15 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+class Evaluation(NamedTuple):
+    """A corpus scored in eval mode: the mean per-token loss, and per conversation (in corpus
+    order) the summed token loss in nats and the number of target tokens."""
+
+    loss: float
+    loss_sums: list[float]
+    tokens: list[int]
+
+
 def evaluate(
     model: GPT,
     corpus: EncodedCorpus,
@@ -52,23 +62,31 @@ def evaluate(
     precision: str,
     batch_size: int = 32,
     ctx: distributed.Context | None = None,
-) -> float:
-    """Mean per-token loss of ``corpus`` in eval mode (dropout off); restores the mode after.
+) -> Evaluation:
+    """``corpus`` scored in eval mode (dropout off); restores the mode after. The mean loss is
+    the model's own summed loss over all target tokens; the per-conversation sums (what the
+    diagnostics' intervals resample) come from the same logits.
 
     Under torchrun each process scores its share and the sums are added over processes.
     """
     ctx = ctx or distributed.Context()
     order = ctx.shard(sorted(range(len(corpus)), key=lambda i: corpus.lengths[i]))
     total, count = 0.0, 0
+    sums, tokens = [0.0] * len(corpus), [0] * len(corpus)
     with inference(model, precision):
         for start in range(0, len(order), batch_size):
-            x, y = collate(corpus, order[start : start + batch_size], pad_id)
+            batch = order[start : start + batch_size]
+            x, y = collate(corpus, batch, pad_id)
             x, y = x.to(device), y.to(device)
-            _, loss_sum = model(x, y, reduction="sum")
+            logits, loss_sum = model(x, y, reduction="sum")
             total += float(loss_sum)
             count += int((y != IGNORE_INDEX).sum())
-    total, count = ctx.all_reduce_sum(total, count)
-    return total / max(count, 1)
+            for i, s, n in zip(batch, *row_losses(logits, y), strict=True):
+                sums[i], tokens[i] = s, n
+    total, count, *shared = ctx.all_reduce_sum(total, count, *sums, *tokens)
+    if ctx.is_distributed:
+        sums, tokens = shared[: len(corpus)], [round(n) for n in shared[len(corpus) :]]
+    return Evaluation(total / max(count, 1), sums, tokens)
 
 
 def accumulate_gradients(

@@ -11,7 +11,8 @@
   parameter group (:func:`bankllm.steps.update_ratios`); optional TensorBoard scalars
   (:mod:`bankllm.tb_logging`).
 - After every epoch: val loss and ``train_eval`` (eval mode on a fixed train subset the size
-  of val) so that train and val are compared like for like.
+  of val) so that train and val are compared like for like, each also per conversation so
+  that the diagnostics can put intervals on them.
 - Only the best checkpoint by val loss is kept, plus a resumable last state.
 - bf16 autocast where the CPU has AMX or AVX512-BF16; seeded, resumable data order.
 - Non-finite losses or gradients skip the step (up to ``max_nonfinite_steps``) or stop the
@@ -385,19 +386,25 @@ class Trainer:
 
     def _end_epoch(self) -> dict[str, Any]:
         pad, ctx = self.tokenizer.pad_id, self.ctx
-        val = evaluate(self.model, self.val_data, pad, self.device, self.precision, ctx=ctx)
+        scored = evaluate(self.model, self.val_data, pad, self.device, self.precision, ctx=ctx)
         train_eval = evaluate(
             self.model, self.train_eval_data, pad, self.device, self.precision, ctx=ctx
         )
+        val = scored.loss
         record = {
             "epoch": self.epoch,
             "train_loss": self.epoch_loss_sum / self.epoch_tokens if self.epoch_tokens else None,
-            "train_eval_loss": train_eval,
+            "train_eval_loss": train_eval.loss,
             "val_loss": val,
             "lr": self.scheduler.get_last_lr()[0],
             "seconds": self.epoch_seconds,
             "tokens": self.epoch_tokens,
+            # per conversation, in split.json's order: what the overfitting check resamples
+            "val_loss_sums": scored.loss_sums,
+            "train_eval_loss_sums": train_eval.loss_sums,
         }
+        self.metrics["val_tokens"], self.metrics["train_eval_tokens"] = (
+            scored.tokens, train_eval.tokens)
         self.metrics["epochs"].append(record)
         best = self.metrics["best_val_loss"]
         if math.isfinite(val) and (best is None or val < best) and ctx.is_main:

@@ -425,8 +425,9 @@ def _check(report: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
 
 
 def overfitting_gap_png(report: Mapping[str, Any]) -> bytes | None:
-    """overfitting_gap.png: per epoch, val - train_eval as a share of train_eval (rel_gap),
-    its PASS/WARN lines from the overfitting result, and the absolute gap. None without an
+    """overfitting_gap.png: per epoch, val - train_eval as a share of train_eval (rel_gap) with
+    its 95% interval where the result has one, its PASS/WARN lines from the overfitting
+    result, and the absolute gap. None without an
     overfitting result or epochs with both losses."""
     check = _check(report, "overfitting")
     epochs = [e for e in report.get("run", {}).get("curves", {}).get("epochs", [])
@@ -440,6 +441,15 @@ def overfitting_gap_png(report: Mapping[str, Any]) -> bytes | None:
     rel = [g / e["train_eval_loss"] * 100 for g, e in zip(gap, epochs, strict=True)]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     ax.plot(ep, rel, "-", color="0.5", lw=1, zorder=2)
+    intervals = check.get("details", {}).get("rel_gap_ci95") or []
+    if len(intervals) == len(ep):
+        shown = [(x, r, ci) for x, r, ci in zip(ep, rel, intervals, strict=True) if ci]
+        if shown:
+            ax.errorbar([x for x, _, _ in shown], [r for _, r, _ in shown],
+                        yerr=[[r - ci[0] * 100 for _, r, ci in shown],
+                              [ci[1] * 100 - r for _, r, ci in shown]],
+                        fmt="none", ecolor="0.35", elinewidth=1, capsize=3, zorder=2,
+                        label="95% interval over conversations")
     tables = check.get("details", {}).get("tables") or [{}]
     marks = tables[0].get("row_status") or []
     colors = {"PASS": "tab:green", "WARN": "goldenrod", "FAIL": "tab:red"}

@@ -5,7 +5,8 @@ groups").
 Each member's result records its decisions (``details["decisions"]``: the estimate and lines
 of every :func:`diagnostics.decision.decide`); :func:`combine_seeds` pools each decision over
 the members with :func:`diagnostics.decision.pool_seeds` and decides it again. A check without
-estimates (initial loss, loss phases, overfitting) takes the worst member's verdict. A check
+pooled decisions (initial loss, loss phases, overfitting, whose verdict combines several
+rules) takes the worst member's verdict. A check
 whose members' verdicts differ is marked seed-sensitive.
 """
 

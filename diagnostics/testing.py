@@ -3,7 +3,8 @@
 ``healthy_metrics()`` is a run that every training-curve check passes: initial loss near
 ln V, a smooth exponential decay that plateaus, val a few percent above train_eval.
 The ``plant_*`` functions return a copy with exactly one fault; ``with_update_ratios`` adds
-the update-to-weight ratios the trainer logs every ``update_ratio_every`` steps.
+the update-to-weight ratios the trainer logs every ``update_ratio_every`` steps, and
+``with_conversation_losses`` the per-conversation eval losses it records at every epoch.
 """
 
 from __future__ import annotations
@@ -48,6 +49,31 @@ def healthy_metrics(
         "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
         "steps": steps, "epochs": rows, "events": [],
     }
+
+
+def with_conversation_losses(metrics: dict[str, Any], n_val: int | None = None,
+                             n_train_eval: int | None = None, spread: float = 0.15,
+                             jitter: float = 0.02, seed: int = 0) -> dict[str, Any]:
+    """A copy whose epochs carry per-conversation summed losses (``val_loss_sums``,
+    ``train_eval_loss_sums``; ``val_tokens`` / ``train_eval_tokens``) of ``n_val`` and
+    ``n_train_eval`` conversations (default: the metrics' ``n_val`` / ``n_train_eval``).
+    Each conversation has 40-120 target tokens and a fixed difficulty (log-normal, sd
+    ``spread``: 0.12-0.16 on the bundled corpus) times per-epoch noise (sd ``jitter``); the
+    sums are scaled so that each epoch's mean is exactly its ``val_loss`` / ``train_eval_loss``."""
+    rng = random.Random(seed)
+    out = copy.deepcopy(metrics)
+    for part, loss_key, n in (("val", "val_loss", n_val or out["n_val"]),
+                              ("train_eval", "train_eval_loss",
+                               n_train_eval or out["n_train_eval"])):
+        tokens = [rng.randint(40, 120) for _ in range(n)]
+        difficulty = [math.exp(rng.gauss(0.0, spread)) for _ in range(n)]
+        out[f"{part}_tokens"], out[f"n_{part}"] = tokens, n
+        for row in out["epochs"]:
+            raw = [t * d * math.exp(rng.gauss(0.0, jitter))
+                   for t, d in zip(tokens, difficulty, strict=True)]
+            scale = row[loss_key] * sum(tokens) / sum(raw)
+            row[f"{part}_loss_sums"] = [r * scale for r in raw]
+    return out
 
 
 def plant_spike(metrics: dict[str, Any], step: int = 100, factor: float = 10.0) -> dict[str, Any]:

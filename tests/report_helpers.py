@@ -14,7 +14,7 @@ from diagnostics.analyses.overfitting import analyse_overfitting
 from diagnostics.analyses.regression import analyse_regression
 from diagnostics.decision import decide, rate
 from diagnostics.results import CheckResult, table
-from diagnostics.testing import healthy_metrics, plant_val_rising
+from diagnostics.testing import healthy_metrics, plant_val_rising, with_conversation_losses
 from diagnostics.thresholds import Thresholds
 
 
@@ -51,7 +51,7 @@ def demo_report(run_dir: Path) -> dict[str, Any]:
     """Write a synthetic run's metrics.json into ``run_dir`` and return a schema-valid report
     of seven checks: initial_loss, loss_phases, overfitting (FAIL), consistency (interval),
     memorization (SKIP), ablation (scaling fit) and regression (vs a baseline)."""
-    metrics = plant_val_rising(healthy_metrics())
+    metrics = with_conversation_losses(plant_val_rising(healthy_metrics()))
     atomic_write_json(Path(run_dir) / "metrics.json", metrics)
     th = Thresholds()
     l100 = metrics["best_val_loss"]

@@ -106,7 +106,7 @@ def test_per_conversation_losses_add_up_to_the_trainers_val_loss():
     assert model.training  # mode restored
     assert [n for _, n in rows] == [int(m.sum()) for m in enc.loss_mask]
     mean = sum(s for s, _ in rows) / sum(n for _, n in rows)
-    assert mean == pytest.approx(evaluate(model, enc, tok.pad_id, torch.device("cpu"), "fp32"),
+    assert mean == pytest.approx(evaluate(model, enc, tok.pad_id, torch.device("cpu"), "fp32").loss,
                                  rel=1e-5)
     # one conversation alone scores the same as inside a padded batch (eval mode, causal)
     alone = per_conversation_losses(model, encode_corpus(convs[:1], tok, 64), tok.pad_id)

@@ -19,6 +19,7 @@ from diagnostics.testing import (
     plant_nonfinite,
     plant_spike,
     plant_val_rising,
+    with_conversation_losses,
 )
 from diagnostics.thresholds import Thresholds
 
@@ -298,6 +299,72 @@ def test_val_rising_after_best_fails_with_stop_epoch(healthy):
     assert result.values["verdict"] == "overfitting"
     rows = result.details["tables"][0]["row_status"]
     assert rows[-3:] == ["FAIL"] * 3
+
+
+def test_a_healthy_run_passes_with_the_gaps_interval_over_conversations(healthy):
+    m = copy.deepcopy(healthy)
+    for e in m["epochs"]:  # val 4% above train_eval, 0.02 nats: a gap the interval must judge
+        e["train_eval_loss"] = 0.5 + 0.1 * (8 - e["epoch"]) ** 2
+        e["val_loss"] = e["train_eval_loss"] * 1.04
+    result = overfit(with_conversation_losses(m))
+    assert result.status == "PASS", result.reason
+    v = result.values
+    assert v["final_rel_gap_ci95_low"] < v["final_rel_gap"] < v["final_rel_gap_ci95_high"] < 0.10
+    assert v["final_rel_gap_n"] == 180 and "over 180 conversations" in result.reason
+    assert result.details["tables"][0]["rows"][-1][-1].endswith("%")  # the interval column
+
+
+def test_val_rising_conclusively_over_90_conversations_fails_with_its_interval(healthy):
+    m = with_conversation_losses(plant_val_rising(healthy, best_epoch=5))
+    result = overfit(m)
+    assert result.status == "FAIL", result.reason
+    v = result.values
+    assert v["val_rise"] == pytest.approx(0.09)
+    assert TH.for_check("overfitting")["min_delta"] < v["val_rise_ci95_low"] < 0.09
+    assert v["val_rise_n"] == 90 and "all of it above the fail line" in result.reason
+
+
+def test_a_small_rise_within_the_conversations_noise_warns_not_fails(healthy):
+    # val after its best at epoch 5: +0.001, +0.006, +0.007 (the last two above min_delta
+    # 0.005 as points), per-epoch noise of 15% per conversation: not conclusive
+    m = copy.deepcopy(healthy)
+    base = m["epochs"][4]["val_loss"]
+    for e, rise in zip(m["epochs"][5:], (0.001, 0.006, 0.007), strict=True):
+        e["val_loss"] = base + rise
+    m = with_conversation_losses(m, jitter=0.15)
+    result = overfit(m)
+    assert result.status == "WARN", result.reason
+    assert result.values["verdict"] == "val rising (not enough to FAIL)"
+    assert result.values["val_rise_ci95_low"] < 0.005 < result.values["val_rise"]
+    assert "inconclusive" in result.reason and "more val conversations" in result.reason
+    assert "FAIL" not in result.details["tables"][0]["row_status"]
+
+
+@pytest.mark.parametrize("with_intervals", [True, False])
+def test_overfitting_on_a_few_val_conversations_never_fails(healthy, with_intervals):
+    m = plant_val_rising(healthy, best_epoch=5, rise=0.05)
+    m["n_val"] = 8
+    if with_intervals:
+        m = with_conversation_losses(m, n_val=8, n_train_eval=8, jitter=0.0)
+    result = overfit(m)
+    assert result.status == "WARN", result.reason
+    assert "8 val conversations are fewer than the 30 needed to FAIL" in result.reason
+    assert ("no per-conversation losses" in " ".join(result.details["notes"])) != with_intervals
+
+
+def test_a_gap_past_its_fail_line_on_a_small_noisy_sample_is_not_conclusive(healthy):
+    m = copy.deepcopy(healthy)
+    for e in m["epochs"]:  # a plateau with rel_gap +30 %, fail line +25 %
+        e["train_eval_loss"], e["val_loss"] = 0.5, 0.65
+    assert overfit(m).status == "FAIL"  # point values, 90 val conversations
+    noisy = overfit(with_conversation_losses(m, n_val=40, n_train_eval=40, spread=0.4))
+    assert noisy.status == "WARN", noisy.reason
+    assert noisy.values["final_rel_gap_ci95_low"] < 0.25 < noisy.values["final_rel_gap"]
+    assert "inconclusive" in noisy.reason
+    for e in m["epochs"]:  # +40 % over 90 + 90 conversations of the bundled corpus's spread
+        e["val_loss"] = 0.7
+    clear = overfit(with_conversation_losses(m))
+    assert clear.status == "FAIL" and clear.values["final_rel_gap_ci95_low"] > 0.25
 
 
 def test_rel_gap_bands(healthy):

@@ -14,14 +14,20 @@ from diagnostics import report as rep
 from diagnostics.analyses.loss_phases import analyse_loss_phases
 from diagnostics.analyses.overfitting import analyse_overfitting
 from diagnostics.results import CheckResult, table, tally, worst
-from diagnostics.testing import healthy_metrics, plant_nonfinite, plant_val_rising
+from diagnostics.testing import (
+    healthy_metrics,
+    plant_nonfinite,
+    plant_val_rising,
+    with_conversation_losses,
+)
 from diagnostics.thresholds import Thresholds
 
 
 @pytest.fixture(scope="module")
 def report_and_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    metrics = plant_nonfinite(plant_val_rising(healthy_metrics()), step=50)
+    metrics = with_conversation_losses(plant_nonfinite(plant_val_rising(healthy_metrics()),
+                                                       step=50))
     atomic_write_json(run_dir / "metrics.json", metrics)
     th = Thresholds()
     results = [
@@ -94,6 +100,17 @@ def test_write_report_writes_its_files_and_cli_rerenders(report_and_run, tmp_pat
     code = rep.cli_report(argparse.Namespace(run=str(run_dir), report_dir=str(tmp_path)))
     out = capsys.readouterr().out
     assert code == 0 and "verdicts" in out and "overfitting" in out
+
+
+def test_the_gap_chart_draws_the_intervals_the_overfitting_result_carries(report_and_run):
+    report, _ = report_and_run
+    check = next(c for c in report["checks"] if c["name"] == "overfitting")
+    intervals = check["details"]["rel_gap_ci95"]
+    assert len(intervals) == 8 and all(low < high for low, high in intervals)
+    bare = json.loads(json.dumps(report))
+    next(c for c in bare["checks"] if c["name"] == "overfitting")["details"].pop("rel_gap_ci95")
+    with_bars, without = rep.overfitting_gap_png(report), rep.overfitting_gap_png(bare)
+    assert with_bars[:4] == without[:4] == b"\x89PNG" and with_bars != without
 
 
 @pytest.mark.parametrize("content, message", [

@@ -72,6 +72,12 @@ def test_two_gloo_processes_match_one_process(corpus_file, tmp_path):
     for a, b in zip(single["epochs"], double["epochs"], strict=True):
         assert abs(a["val_loss"] - b["val_loss"]) <= 1e-4 * a["val_loss"]
         assert abs(a["train_loss"] - b["train_loss"]) <= 1e-4 * a["train_loss"]
+        # each process scores its share; the per-conversation sums are gathered whole
+        for key in ("val_loss_sums", "train_eval_loss_sums"):
+            assert len(b[key]) == len(a[key]) and all(
+                abs(x - y) <= 1e-4 * abs(x) for x, y in zip(a[key], b[key], strict=True))
+    assert double["val_tokens"] == single["val_tokens"]
+    assert double["train_eval_tokens"] == single["train_eval_tokens"]
     # logged token counts are global, not per process
     assert [s["tokens"] for s in double["steps"]] == [s["tokens"] for s in single["steps"]]
     # rank 0 logs the update-to-weight ratios of the same update (every 10 steps by default)

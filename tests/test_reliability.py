@@ -218,7 +218,7 @@ def test_sigkill_while_writing_the_best_checkpoint_keeps_the_previous_best(
     from bankllm.data import encode_corpus
 
     val = encode_corpus(run.split.val, run.tokenizer, run.config.block_size)
-    got = evaluate(model, val, run.tokenizer.pad_id, torch.device("cpu"), "fp32")
+    got = evaluate(model, val, run.tokenizer.pad_id, torch.device("cpu"), "fp32").loss
     assert math.isclose(got, epoch1_val, rel_tol=1e-6)
 
     code, _, err = _bankllm(["train", "--resume", str(run_dir), "--quiet"], env)
@@ -282,12 +282,12 @@ def test_best_checkpoint_is_not_replaced_by_a_worse_a_nonfinite_or_a_failed_save
     real_evaluate = training.evaluate
 
     def evaluate(model, corpus, *args, **kwargs):
-        loss = real_evaluate(model, corpus, *args, **kwargs)
+        scored = real_evaluate(model, corpus, *args, **kwargs)
         if corpus is not trainer.val_data:
-            return loss
+            return scored
         if (run_dir / ckpt.BEST_WEIGHTS).exists():
             best_at[trainer.epoch] = (run_dir / ckpt.BEST_WEIGHTS).read_bytes()
-        return scripted_val[trainer.epoch]
+        return scored._replace(loss=scripted_val[trainer.epoch])
 
     real_write = fileio.atomic_write
 

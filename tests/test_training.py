@@ -91,6 +91,14 @@ def test_tiny_run_lowers_the_loss_and_writes_a_valid_run_directory(tiny_config, 
     run = load_run(run_dir)
     assert len(run.split.train) + len(run.split.val) == 60
     assert run.load_model().training is False
+    # each epoch's losses per conversation, in split order, add up to its mean losses
+    for part, mean in (("val", "val_loss"), ("train_eval", "train_eval_loss")):
+        tokens = metrics[f"{part}_tokens"]
+        assert len(tokens) == len(getattr(run.split, part)) and min(tokens) > 0
+        for e in epochs:
+            sums = e[f"{part}_loss_sums"]
+            assert len(sums) == len(tokens) and len(set(sums)) > 1
+            assert math.isclose(sum(sums) / sum(tokens), e[mean], rel_tol=1e-5)
 
 
 def test_same_seed_gives_identical_metrics(tiny_config, tmp_path):

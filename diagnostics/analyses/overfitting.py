@@ -3,16 +3,25 @@
 The running train loss (dropout on, averaged over an epoch while the weights move) is shown
 for reference but never compared with val: that comparison is how the chapter read
 "epoch 1: train 1.98, val 0.15" as fine.
+
+Both losses are means over a sample of conversations, so the verdicts carry intervals: the
+trainer records each epoch's summed loss per conversation (``val_loss_sums``,
+``train_eval_loss_sums``, with ``val_tokens`` / ``train_eval_tokens``), and the relative gap
+gets a bootstrap interval resampling the two sets of conversations independently, the rise of
+val after its best a paired bootstrap over val conversations. A run trained before those were
+recorded is judged on the point values, and says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from diagnostics.analyses._common import epoch_rows, finite
+from diagnostics.decision import Estimate, Verdict, decide, ratio_change, two_samples
 from diagnostics.results import CheckResult, table
 
 NAME = "overfitting"
@@ -24,27 +33,117 @@ DEFAULTS = {
     "min_abs_gap": 0.01,  # nats/token; a smaller gap is never overfitting (ppl ratio < 1 %)
     "widen_slope": 0.01,  # per epoch, least squares over the last widen_epochs epochs
     "widen_epochs": 3,
+    "min_conversations": 30,  # fewer val conversations never FAIL on their own
 }
 ORDERED = (("rel_gap_pass", "rel_gap_warn"),)
+_ORDER = ("PASS", "WARN", "FAIL")
 
 
-def _band(gap: float, rel: float, th: Mapping[str, float]) -> str:
-    """PASS/WARN/FAIL of one epoch's gap. A gap under ``min_abs_gap`` nats is never
-    overfitting: near zero loss, rel_gap explodes (0.01 vs 0.02 is +100 %) while val
-    perplexity is within 1 % of train's."""
-    if gap <= th["min_abs_gap"] or rel <= th["rel_gap_pass"]:
-        return "PASS"
-    return "WARN" if rel <= th["rel_gap_warn"] else "FAIL"
+def _pct(x: float) -> str:
+    return f"{x:+.1%}"
+
+
+def _nats(x: float) -> str:
+    return f"{x:+.4f}"
+
+
+def _conversations(metrics: Mapping[str, Any], row: Mapping[str, Any]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(val sums, val tokens, train_eval sums, train_eval tokens) of one epoch, or None when
+    the run did not record them (or recorded them inconsistently)."""
+    parts = []
+    for sums_key, tokens_key in (("val_loss_sums", "val_tokens"),
+                                 ("train_eval_loss_sums", "train_eval_tokens")):
+        sums, tokens = row.get(sums_key), metrics.get(tokens_key)
+        if not isinstance(sums, list) or not isinstance(tokens, list) or len(sums) < 2 \
+                or len(sums) != len(tokens) or not all(finite(v) for v in sums):
+            return None
+        parts += [np.asarray(sums, dtype=float), np.asarray(tokens, dtype=float)]
+    if parts[1].sum() <= 0 or parts[2].sum() <= 0:
+        return None
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def gap_estimate(metrics: Mapping[str, Any], row: Mapping[str, Any]) -> Estimate | None:
+    """``rel_gap = val / train_eval - 1`` of one epoch, each a ratio of summed losses to target
+    tokens over its conversations, with a bootstrap interval resampling val and train_eval
+    conversations independently; None without per-conversation losses."""
+    data = _conversations(metrics, row)
+    if data is None:
+        return None
+    vs, vt, ts, tt = data
+
+    def statistic(i: np.ndarray, j: np.ndarray) -> float:
+        i, j = i.astype(int), j.astype(int)
+        return float((vs[i].sum() / vt[i].sum()) / (ts[j].sum() / tt[j].sum()) - 1.0)
+
+    est = two_samples(statistic, np.arange(len(vs)), np.arange(len(ts)), "conversations")
+    return dataclasses.replace(est, value=float(row["val_loss"] / row["train_eval_loss"] - 1.0))
+
+
+def rise_estimate(metrics: Mapping[str, Any], best: Mapping[str, Any],
+                  last: Mapping[str, Any]) -> Estimate | None:
+    """How much val loss (nats/token) rose from epoch ``best`` to epoch ``last``, with a paired
+    bootstrap interval over val conversations; None without per-conversation losses."""
+    a, b = _conversations(metrics, last), _conversations(metrics, best)
+    if a is None or b is None or len(a[0]) != len(b[0]):
+        return None
+    rel = ratio_change(a[0], b[0], "val conversations")
+    scale = float(best["val_loss"])  # same tokens: a relative change of the sums times the mean
+    return dataclasses.replace(rel, value=float(last["val_loss"]) - scale,
+                               low=rel.low * scale, high=rel.high * scale)
+
+
+def _too_few(verdict: Verdict, n_val: int, min_n: int) -> Verdict:
+    """A FAIL over fewer than ``min_n`` val conversations becomes a WARN that says so."""
+    if verdict.status != "FAIL" or n_val >= min_n:
+        return verdict
+    return Verdict("WARN", f"{verdict.reason}, but {n_val} val conversations are fewer than "
+                   f"the {min_n} needed to FAIL on their own: add val conversations",
+                   verdict.more_items, verdict.rule)
+
+
+def _gap_verdict(gap: float, rel: float, est: Estimate | None, n_val: int,
+                 th: Mapping[str, float]) -> Verdict:
+    """One epoch's rel_gap against ``rel_gap_pass`` / ``rel_gap_warn``, by its interval where
+    there is one. A gap under ``min_abs_gap`` nats is never overfitting: near zero loss,
+    rel_gap explodes (0.01 vs 0.02 is +100 %) while val perplexity is within 1 % of train's."""
+    if gap <= th["min_abs_gap"]:
+        return Verdict("PASS", f"{rel:+.1%}, but the gap of {gap:+.4g} nats is under "
+                       f"{th['min_abs_gap']:g}: not overfitting")
+    if est is not None:
+        verdict = decide(est, pass_line=th["rel_gap_pass"], fail_line=th["rel_gap_warn"],
+                         higher_is_better=False, fmt=_pct)
+    elif rel <= th["rel_gap_pass"]:
+        verdict = Verdict("PASS", f"{rel:+.1%} (point value), under {th['rel_gap_pass']:.0%}")
+    else:
+        status = "WARN" if rel <= th["rel_gap_warn"] else "FAIL"
+        line = th["rel_gap_pass" if status == "WARN" else "rel_gap_warn"]
+        verdict = Verdict(status, f"{rel:+.1%} (point value), above {line:.0%}")
+    return _too_few(verdict, n_val, int(th["min_conversations"]))
+
+
+def _rise_verdict(rise: float, est: Estimate | None, n_val: int,
+                  th: Mapping[str, float]) -> Verdict:
+    """The rise of val over its best (nats/token) against ``min_delta``: FAIL when the whole
+    interval lies above it."""
+    if est is not None:
+        verdict = decide(est, pass_line=th["min_delta"], fail_line=th["min_delta"],
+                         higher_is_better=False, fmt=_nats)
+    else:
+        verdict = Verdict("FAIL", f"{rise:+.4f} (point value) above {th['min_delta']:g}")
+    return _too_few(verdict, n_val, int(th["min_conversations"]))
 
 
 def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, float]) -> CheckResult:
-    """Per-epoch gap = val - train_eval and rel_gap = gap / train_eval; final rel_gap bands,
-    widening gap, val rising after its best; verdict underfitting / good fit / overfitting.
-    ``metrics``: a run's metrics.json; ``thresholds``: ``overfitting`` keys plus
-    ``min_delta``/``patience``."""
+    """Per-epoch gap = val - train_eval and rel_gap = gap / train_eval; final rel_gap against
+    its lines, widening gap, val rising after its best; verdict underfitting / good fit /
+    overfitting. FAIL only on conclusive evidence: an interval past its line, over at least
+    ``min_conversations`` val conversations. ``metrics``: a run's metrics.json;
+    ``thresholds``: ``overfitting`` keys plus ``min_delta``/``patience``."""
     th = thresholds
     used = {k: th[k] for k in ("rel_gap_pass", "rel_gap_warn", "min_abs_gap", "widen_slope",
-                               "widen_epochs", "min_delta", "patience")}
+                               "widen_epochs", "min_conversations", "min_delta", "patience")}
     rows = [e for e in epoch_rows(metrics) if finite(e.get("val_loss"))]
     if not rows:
         return CheckResult(NAME, "SKIP", "no completed epoch with a val loss in metrics.json: "
@@ -58,7 +157,11 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     val = np.array([e["val_loss"] for e in rows], dtype=float)
     tev = np.array([e["train_eval_loss"] for e in rows], dtype=float)
     gap, rel = val - tev, (val - tev) / tev
-    status_rows = [_band(g, r, th) for g, r in zip(gap, rel, strict=True)]
+    n_val = len(metrics.get("val_tokens") or []) or int(metrics.get("n_val") or 0)
+    estimates = [gap_estimate(metrics, e) for e in rows]
+    verdicts = [_gap_verdict(g, r, est, n_val, th)
+                for g, r, est in zip(gap, rel, estimates, strict=True)]
+    status_rows = [v.status for v in verdicts]
     min_delta, patience = float(th["min_delta"]), int(th["patience"])
 
     # val rising: the trailing epochs above best + min_delta
@@ -68,15 +171,17 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         if v <= val[best_i] + min_delta:
             break
         rising += 1
+    rise_est = rise_estimate(metrics, rows[best_i], rows[-1]) if rising >= patience else None
+    rise = (_rise_verdict(val[-1] - val[best_i], rise_est, n_val, th)
+            if rising >= patience else None)
     for i in range(len(val) - rising, len(val)):
-        status_rows[i] = "FAIL" if rising >= patience else max(status_rows[i], "WARN",
-                                                              key=("PASS", "WARN", "FAIL").index)
+        status_rows[i] = max(status_rows[i], rise.status if rise else "WARN", key=_ORDER.index)
     # widening: least-squares slope of gap over the last widen_epochs epochs
     k = int(th["widen_epochs"])
     slope = float(np.polyfit(ep[-k:], gap[-k:], 1)[0]) if len(ep) >= max(k, 2) else None
     widening = slope is not None and slope > th["widen_slope"]
 
-    final = _band(gap[-1], rel[-1], th)
+    final = verdicts[-1]
     # EarlyStopping replayed on val: epochs since the last improvement of at least min_delta
     best_so_far, waiting = val[0], 0
     for v in val[1:]:
@@ -91,13 +196,32 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         "best_epoch": ep[best_i], "best_val": val[best_i], "epochs_rising": rising,
         "epochs_without_improvement": waiting,
     }
+    if estimates[-1] is not None:
+        values.update({k: v for k, v in estimates[-1].values("final_rel_gap").items()
+                       if k != "final_rel_gap"})
+    if rise is not None:
+        values["val_rise"] = val[-1] - val[best_i]
+        if rise_est is not None:
+            values.update(rise_est.values("val_rise"))
     running = [e.get("train_loss") for e in rows]
+
+    def interval(est: Estimate | None) -> str:
+        return f"{est.low:+.1%} to {est.high:+.1%}" if est is not None else "-"
+
     details: dict[str, Any] = {"tables": [table(
-        "Per-epoch losses (gap = val - train_eval)",
-        ["epoch", "train (running)", "train_eval", "val", "gap", "rel_gap"],
-        [(e, r, t, v, g, f"{q:+.1%}") for e, r, t, v, g, q in zip(ep, running, tev, val, gap, rel,
-                                                                  strict=True)],
-        status_rows)], "notes": []}
+        "Per-epoch losses (gap = val - train_eval; rel_gap's 95% interval over conversations)",
+        ["epoch", "train (running)", "train_eval", "val", "gap", "rel_gap", "95% CI"],
+        [(e, r, t, v, g, f"{q:+.1%}", interval(est))
+         for e, r, t, v, g, q, est in zip(ep, running, tev, val, gap, rel, estimates,
+                                          strict=True)],
+        status_rows)], "notes": [],
+        # per epoch row, for the chart's error bars
+        "rel_gap_ci95": [None if est is None else [est.low, est.high] for est in estimates]}
+    if estimates[-1] is None:
+        details["notes"].append(
+            "metrics.json holds no per-conversation losses (val_loss_sums, "
+            "train_eval_loss_sums): the gap is judged on its point values, without an "
+            "interval; retrain with the current trainer to get one")
     for e, r, v, t in zip(ep, running, val, tev, strict=True):
         if finite(r) and r > v:
             details["notes"].append(
@@ -107,39 +231,42 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
             break
 
     nums = (f"val {val[-1]:.4g} vs train_eval {tev[-1]:.4g} at epoch {ep[-1]} "
-            f"(gap {gap[-1]:+.4g}, rel_gap {rel[-1]:+.1%})")
+            f"(gap {gap[-1]:+.4g})")
     last_drop = val[-2] - val[-1] if len(val) > 1 else None
-    if rising >= patience:
-        status, verdict = "FAIL", "overfitting"
-        reason = (f"overfitting: val loss rose for {rising} epochs after its best "
-                  f"{val[best_i]:.4g} at epoch {ep[best_i]} to {val[-1]:.4g}; {nums}: "
-                  f"stop at epoch {ep[best_i]} (early stopping) or regularise more")
+    if rise is not None:
         values["stop_epoch"] = ep[best_i]
-    elif final == "FAIL" and not plateaued:
+        rose = (f"val loss rose for {rising} epochs after its best {val[best_i]:.4g} at epoch "
+                f"{ep[best_i]} to {val[-1]:.4g}: {rise.reason}")
+        if rise.status == "FAIL":
+            status, verdict = "FAIL", "overfitting"
+            reason = (f"overfitting: {rose}; {nums}: stop at epoch {ep[best_i]} (early "
+                      "stopping) or regularise more")
+        else:
+            status, verdict = "WARN", "val rising (not enough to FAIL)"
+            reason = (f"val rising, not enough evidence to FAIL: {rose}; {nums}: early stopping "
+                      f"would keep epoch {ep[best_i]}")
+    elif final.status == "FAIL" and not plateaued:
         # A large gap while val still improves is memorization of train-only content (random
         # values, exact phrasings), not yet harm to generalization: stopping now would give a
         # worse val loss. The memorization check measures it; FAIL waits for the plateau.
         status, verdict = "WARN", "overfitting (val still improving)"
-        reason = (f"large generalization gap: {nums}; rel_gap above {th['rel_gap_warn']:.0%} "
-                  f"but val still improving (best at epoch {ep[best_i]}), so not yet harmful: "
-                  "the model fits train-only content — see the memorization check")
-    elif final != "PASS" or widening:
-        status = "FAIL" if final == "FAIL" else "WARN"
-        verdict = "overfitting"
-        why = []
-        if final != "PASS":
-            bound = th["rel_gap_pass" if final == "WARN" else "rel_gap_warn"]
-            why.append(f"rel_gap above {bound:.0%}")
+        reason = (f"large generalization gap: {nums}, rel_gap {final.reason}; but val still "
+                  f"improving (best at epoch {ep[best_i]}), so not yet harmful: the model fits "
+                  "train-only content — see the memorization check")
+    elif final.status != "PASS" or widening:
+        status = "FAIL" if final.status == "FAIL" else "WARN"
+        verdict = "overfitting" if final.status != "PASS" else "gap widening"
+        why = [] if final.status == "PASS" else [f"rel_gap {final.reason}"]
         if widening:
             why.append(f"gap widening {slope:+.3g}/epoch over the last {k} epochs")
-        reason = (f"overfitting: {nums}; {', '.join(why)}: add dropout/weight decay, more data "
+        reason = (f"{verdict}: {nums}; {'; '.join(why)}: add dropout/weight decay, more data "
                   f"or stop earlier (best val at epoch {ep[best_i]})")
     elif last_drop is not None and last_drop >= min_delta:
         status, verdict = "PASS", "underfitting"
         reason = (f"underfitting: val still falling ({-last_drop:+.4g} in the last epoch) with "
-                  f"a small gap; {nums}: train longer")
+                  f"a small gap; {nums}, rel_gap {final.reason}: train longer")
     else:
         status, verdict = "PASS", "good fit"
-        reason = f"good fit: {nums}, gap not widening"
+        reason = f"good fit: {nums}, rel_gap {final.reason}; gap not widening"
     values["verdict"] = verdict
     return CheckResult(NAME, status, reason, values, used, details)
