@@ -159,8 +159,12 @@ def difference(a: tuple[Sequence[float], Sequence[int]], b: tuple[Sequence[float
 def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
                  level: float = LEVEL) -> Estimate:
     """Paired relative change ``sum(new) / sum(base) - 1`` of per-item totals (e.g. summed
-    token losses per conversation of one val set), with a paired percentile bootstrap over the
-    items."""
+    token losses per conversation of one val set), with the wider of a paired percentile
+    bootstrap over the items and the delta-method Student t interval (``n - 1`` degrees of
+    freedom). The bootstrap alone covers too little on a few items: over 4 conversations with
+    no true change, its 95% interval missed 0 about one time in five."""
+    from scipy.stats import t as student_t
+
     x, y = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
     value = float(x.sum() / y.sum() - 1.0)
     if len(x) < 2:
@@ -172,8 +176,11 @@ def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
     res = bootstrap((np.arange(len(x)),), statistic, vectorized=True, confidence_level=level,
                     method="percentile", n_resamples=N_RESAMPLES, rng=np.random.default_rng(0))
     ci = res.confidence_interval
-    return Estimate(value, float(ci.low), float(ci.high), len(x), unit,
-                    f"paired bootstrap over {unit}")
+    # linearised ratio: each item's new - (1 + value) * base, over the mean base
+    se = float(np.std(x - (1.0 + value) * y, ddof=1)) / math.sqrt(len(x)) / float(y.mean())
+    half = float(student_t.ppf(0.5 + level / 2, len(x) - 1)) * se
+    return Estimate(value, min(float(ci.low), value - half), max(float(ci.high), value + half),
+                    len(x), unit, f"paired bootstrap over {unit} (at least Student t)")
 
 
 def two_samples(statistic: Callable[[np.ndarray, np.ndarray], float], a: Sequence[float],

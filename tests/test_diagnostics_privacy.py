@@ -22,6 +22,7 @@ from diagnostics.analyses.privacy import (
     CanaryScore,
     analyse_privacy,
     auc,
+    auc_estimate,
     estimate_rank,
     exposure,
     member_sample,
@@ -134,6 +135,27 @@ def test_a_small_borderline_sample_does_not_fail():
     rng = np.random.default_rng(4)
     result = analyse_privacy(None, None, rng.normal(-0.8, 1, 12), rng.normal(0, 1, 6), TH)
     assert result.status == "WARN" and "inconclusive" in result.reason
+
+
+def test_a_small_sample_that_separates_completely_warns_and_a_large_one_fails():
+    """8 members all scored above 4 non-members: AUC 1 on every bootstrap resample, so the
+    bootstrap interval is a point; the Wilson floor at the AUC's equivalent sample size keeps
+    it from FAILing, while the same separation over 60 and 30 conversations does FAIL."""
+    rng = np.random.default_rng(5)
+    small = analyse_privacy(None, None, rng.normal(-3, 0.1, 8), rng.normal(0, 0.1, 4), TH)
+    assert small.values["auc"] == 1.0 and small.values["auc_ci95_low"] < TH["auc_fail"]
+    assert small.status == "WARN" and "inconclusive" in small.reason
+    large = analyse_privacy(None, None, rng.normal(-3, 0.1, 60), rng.normal(0, 0.1, 30), TH)
+    assert large.status == "FAIL" and large.values["auc_ci95_low"] > TH["auc_fail"]
+
+
+def test_the_auc_interval_is_the_bootstraps_on_a_realistic_sample():
+    rng = np.random.default_rng(6)
+    m, n = rng.normal(0.7, 1, 360), rng.normal(0, 1, 90)
+    est = auc_estimate(m, n)
+    boot = two_samples(auc, m, n, "conversations")
+    assert est.value == boot.value
+    assert est.high - est.low == pytest.approx(boot.high - boot.low, rel=0.2)
 
 
 # --------------------------------------------------------------------------- end to end

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from diagnostics.decision import Verdict, decide, two_samples
+from bankllm.intervals import wilson
+from diagnostics.decision import Estimate, Verdict, decide, two_samples
 from diagnostics.results import CheckResult, table, worst
 
 NAME = "privacy"
@@ -216,6 +217,22 @@ def auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
     return float((lo + 0.5 * (hi - lo)).sum() / (len(members) * len(neg)))
 
 
+def auc_estimate(members: np.ndarray, nonmembers: np.ndarray) -> Estimate:
+    """The ROC AUC with the wider of its stratified bootstrap interval and the Wilson interval
+    at the AUC's null-equivalent sample size ``k = 3mn / (m + n + 1)``: with no separation the
+    AUC's variance is ``(m + n + 1) / (12mn)`` (Mann-Whitney), a share's over ``k`` items
+    ``1 / (4k)``. On realistic samples the two agree (360 members, 90 non-members: half-widths
+    0.062 and 0.062); on a small all-or-nothing one the bootstrap collapses to a point (8
+    members all above 4 non-members: 1.000 to 1.000), the Wilson floor does not (0.65 to 1)."""
+    est = two_samples(auc, members, nonmembers, "conversations")
+    m, n = len(members), len(nonmembers)
+    k = 3 * m * n / (m + n + 1)
+    low, high = wilson(est.value * k, max(1, round(k)))
+    return Estimate(est.value, min(est.low, low), max(est.high, high), est.n, est.unit,
+                    f"{est.method} (at least Wilson over {k:.0f} equivalent items)",
+                    bounds=(0.0, 1.0))
+
+
 def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> float:
     """Share of members flagged at the strictest threshold that flags at most ``fpr`` of the
     non-members (``floor(fpr * n)``; under 100 non-members and fpr 1% that is none)."""
@@ -317,7 +334,7 @@ def analyse_privacy(
     n = -np.asarray(nonmembers, dtype=float)
     details: dict[str, Any] = {"tables": [], "notes": []}
     if len(m) and len(n):
-        auc_est = two_samples(auc, m, n, "conversations")
+        auc_est = auc_estimate(m, n)
         tpr_est = two_samples(lambda a, b: tpr_at_fpr(a, b, th["fpr"]), m, n, "conversations")
         mia = decide(auc_est, pass_line=th["auc_pass"], fail_line=th["auc_fail"],
                      higher_is_better=False, fmt="{:.3f}".format)
