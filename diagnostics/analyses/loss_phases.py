@@ -134,21 +134,26 @@ def _phases(
     return phases
 
 
-def log_noise(steps: Sequence[Mapping[str, Any]]) -> float:
-    """Robust sd (1.4826 x MAD) of the step-to-step changes of log(step loss) over the finite,
-    positive step losses; 0 with fewer than 3 of them."""
-    losses = np.array([s["loss"] for s in steps if finite(s.get("loss")) and s["loss"] > 0])
+def finite_steps(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The steps whose loss is finite and positive, in order: what every curve measure uses."""
+    return [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
+
+
+def log_noise(fin: Sequence[Mapping[str, Any]]) -> float:
+    """Robust sd (1.4826 x MAD) of the step-to-step changes of log(step loss) over ``fin``
+    (:func:`finite_steps`); 0 with fewer than 3 of them."""
+    losses = np.array([s["loss"] for s in fin], dtype=float)
     if len(losses) < 3:
         return 0.0
     d = np.diff(np.log(losses))
     return float(1.4826 * np.median(np.abs(d - np.median(d))))
 
 
-def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, float],
+def _spikes(fin: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, float],
             noise: float, initial_loss: float | None = None) -> list:
-    """Steps after warm-up whose loss rises over a reference by more than ``spike_noise_k`` x
-    ``noise`` in log and by more than ``spike_floor_nats`` nats, as ``(step, epoch, loss,
-    reference, jump / noise, what the reference is)``.
+    """Steps of ``fin`` (:func:`finite_steps`) after warm-up whose loss rises over a reference
+    by more than ``spike_noise_k`` x ``noise`` in log and by more than ``spike_floor_nats``
+    nats, as ``(step, epoch, loss, reference, jump / noise, what the reference is)``.
 
     The reference is the median of the previous ``spike_window`` finite step losses. Before
     there are that many it is the larger of the median of all previous ones and
@@ -156,7 +161,6 @@ def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, fl
     than it was untrained, since early steps swing too much for a rise over the few steps
     before them to prove divergence (docs/diagnostics.md, loss_phases). Without
     ``initial_loss`` the first ``spike_window`` steps are not judged."""
-    fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
     window = int(th["spike_window"])
     losses = np.array([s["loss"] for s in fin], dtype=float)
     k, floor = float(th["spike_noise_k"]), float(th["spike_floor_nats"])
@@ -178,15 +182,16 @@ def _spikes(steps: Sequence[Mapping[str, Any]], warmup: int, th: Mapping[str, fl
     return out
 
 
-def clip_share(steps: Sequence[Mapping[str, Any]], grad_clip: float | None, factor: float = 1.0
-               ) -> tuple[int, int] | None:
-    """``(clipped, counted)``: optimizer steps whose logged pre-clip ``grad_norm`` exceeded
-    ``factor`` x ``grad_clip``, out of those with a finite one; None without clipping
-    (``grad_clip`` None or <= 0)."""
+def clip_counts(steps: Sequence[Mapping[str, Any]], grad_clip: float | None, factor: float
+                ) -> tuple[int, int, int] | None:
+    """``(clipped, clipped hard, counted)``: optimizer steps whose logged pre-clip
+    ``grad_norm`` exceeded ``grad_clip``, and ``factor`` x ``grad_clip``, out of those with a
+    finite one; None without clipping (``grad_clip`` None or <= 0)."""
     if not finite(grad_clip) or grad_clip <= 0:
         return None
-    norms = [s["grad_norm"] for s in steps if finite(s.get("grad_norm"))]
-    return sum(n > factor * grad_clip for n in norms), len(norms)
+    norms = np.array([s["grad_norm"] for s in steps if finite(s.get("grad_norm"))], dtype=float)
+    return (int((norms > grad_clip).sum()), int((norms > factor * grad_clip).sum()),
+            len(norms))
 
 
 def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, float],
@@ -207,8 +212,9 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     # divergence
     bad = [s for s in steps if not finite(s.get("loss"))]
     events = [e for e in metrics.get("events") or [] if e.get("kind") == "nonfinite"]
-    noise = log_noise(steps)
-    spikes = _spikes(steps, int(metrics.get("warmup_steps") or 0), th, noise,
+    fin = finite_steps(steps)
+    noise = log_noise(fin)
+    spikes = _spikes(fin, int(metrics.get("warmup_steps") or 0), th, noise,
                      metrics.get("initial_loss"))
     values.update(nonfinite_steps=len(bad), nonfinite_events=len(events), spikes=len(spikes),
                   log_loss_noise=noise, run_status=metrics.get("status"))
@@ -222,21 +228,20 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     # clipping, reported only: the share of clipped steps follows how far training got (an
     # untrained model's gradients are large), not the learning rate
     clip, factor = metrics.get("grad_clip", grad_clip), float(th["clip_norm_factor"])
-    clipped = clip_share(steps, clip, factor)
-    if clipped is None:
+    counts = clip_counts(steps, clip, factor)
+    if counts is None:
         details["notes"].append("no grad_clip known (or clipping off): no clipped share")
-    elif clipped[1]:
-        share = clipped[0] / clipped[1]
-        any_clip = clip_share(steps, clip)
-        values.update(grad_clip=clip, clipped_steps=clipped[0], clip_share=share,
-                      clip_share_any=any_clip[0] / any_clip[1] if any_clip else None)
+    elif counts[2]:
+        clipped, hard, counted = counts
+        share = hard / counted
+        values.update(grad_clip=clip, clipped_steps=hard, clip_share=share,
+                      clip_share_any=clipped / counted)
         details["notes"].append(
-            f"{values['clip_share_any']:.0%} of {clipped[1]} steps had grad_norm above grad_clip "
+            f"{values['clip_share_any']:.0%} of {counted} steps had grad_norm above grad_clip "
             f"{clip:g}, {share:.0%} above {factor:g}x it (not judged: the share follows how far "
             "training got, not the learning rate)")
 
     # phases
-    fin = [s for s in steps if finite(s.get("loss")) and s["loss"] > 0]
     if len(fin) >= 8:
         spe = float(metrics.get("steps_per_epoch") or len(steps) / max(1, steps[-1]["epoch"]))
         phases = _phases(np.array([s["step"] for s in fin]), np.array([s["epoch"] for s in fin]),
