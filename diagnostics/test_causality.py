@@ -1,0 +1,16 @@
+"""``causality`` on the run's best model and val split: the model reads no later token and
+predicts the next token, not the one it reads (docs/diagnostics.md)."""
+
+from __future__ import annotations
+
+from diagnostics.analyses.causality import NAME, analyse_causality, measure_causality
+
+
+def test_causality(bankllm_run, model, thresholds, diagnose):
+    """FAIL if later tokens change earlier predictions, or echoing beats predicting."""
+    from bankllm.data import encode_corpus
+
+    run, tok = bankllm_run, bankllm_run.tokenizer
+    val = encode_corpus(run.split.val, tok, run.config.block_size, run.config.loss_on)
+    measured = measure_causality(model, val.ids, val.loss_mask, len(tok))
+    diagnose(analyse_causality(*measured, thresholds.for_check(NAME)))
