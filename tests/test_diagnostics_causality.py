@@ -76,13 +76,13 @@ def test_a_next_token_predictor_passes_and_an_echoing_model_fails(corpus):
     tok, enc = corpus
     bigram = analyse_causality(*_measure(TableModel(enc.ids, len(tok)), enc, len(tok)), TH)
     assert bigram.status == "PASS", bigram.reason
-    assert bigram.values["next_over_current_ci95_high"] < DEFAULTS["ratio_pass"]
+    assert bigram.values["next_over_current_ci95_high"] < DEFAULTS["max_next_over_current"]
     assert bigram.values["next_loss"] < bigram.values["current_loss"]
     echo = analyse_causality(*_measure(TableModel(enc.ids, len(tok), echo=True), enc,
                                        len(tok)), TH)
     assert echo.status == "FAIL", echo.reason
     assert "not shifted by one" in echo.reason and "reads the future" not in echo.reason
-    assert echo.values["next_over_current_ci95_low"] > DEFAULTS["ratio_fail"]
+    assert echo.values["next_over_current_ci95_low"] > DEFAULTS["max_next_over_current"]
 
 
 def test_a_few_conversations_near_the_line_never_fail():

@@ -35,14 +35,13 @@ ORDER = 12  # right after initial_loss: whether the losses every later check rea
 DEFAULTS = {
     # nats: a log-probability before the cut may move by rounding only (fp32 sees ~1e-6)
     "max_future_change": 1e-4,
-    # next-token loss / current-token loss: PASS when all of the interval lies below 0.5 (the
-    # model predicts what follows at most half as badly as it echoes what it reads), FAIL when
-    # all of it lies above 1 (it echoes the token it reads better than it predicts the next)
-    "ratio_pass": 0.5,
-    "ratio_fail": 1.0,
+    # next-token loss / current-token loss: PASS when all of its interval lies below 1 (the
+    # model predicts what follows better than it echoes what it reads), FAIL when all of it
+    # lies above. How much better is the baselines check's question, not this one's: an
+    # untrained model sits at 1, a bigram-level one near 0.6, the CI recipe at 0.09.
+    "max_next_over_current": 1.0,
     "min_conversations": 5,  # fewer never FAIL on the loss comparison alone
 }
-ORDERED = (("ratio_pass", "ratio_fail"),)
 MIN_TOKENS = 4  # a conversation needs a few tokens before and after its cut
 
 
@@ -87,7 +86,7 @@ def analyse_causality(future_changes: Sequence[float], next_nll: Sequence[float]
     tokens changed (the model reads the future), or when predicting the next token is
     conclusively worse than echoing the current one (``next_over_current`` = summed
     next-token loss / summed current-token loss, paired over conversations, decided against
-    ``ratio_pass`` / ``ratio_fail``). Inputs: :func:`measure_causality`'s lists."""
+    its one line ``max_next_over_current``). Inputs: :func:`measure_causality`'s lists."""
     th = thresholds
     used = {k: th[k] for k in DEFAULTS}
     n = len(future_changes)
@@ -116,17 +115,17 @@ def analyse_causality(future_changes: Sequence[float], next_nll: Sequence[float]
     change = ratio_change(next_nll, current_nll, "val conversations")
     est = dataclasses.replace(change, value=change.value + 1, low=change.low + 1,
                               high=change.high + 1)
-    verdict = decide(est, pass_line=float(th["ratio_pass"]), fail_line=float(th["ratio_fail"]),
-                     higher_is_better=False, fmt="{:.3g}".format,
-                     min_n=int(th["min_conversations"]))
+    line = float(th["max_next_over_current"])
+    verdict = decide(est, pass_line=line, fail_line=line, higher_is_better=False,
+                     fmt="{:.3g}".format, min_n=int(th["min_conversations"]))
     values.update(est.values("next_over_current"))
     shift = (f"next-token loss {values['next_loss']:.3g} vs current-token loss "
              f"{values['current_loss']:.3g} nats/token, a ratio of {verdict.reason}")
     if verdict.status == "FAIL":
         shift += (": the model predicts the token it is reading better than the one after it; "
                   "its training targets were probably not shifted by one")
-    elif verdict.status == "WARN" and est.value > float(th["ratio_pass"]):
-        shift += ": it predicts what follows hardly better than it echoes what it reads"
+    elif verdict.status == "WARN":
+        shift += ": the model predicts what follows no better than it echoes what it reads"
     status = worst([future[0], verdict.status])
     # no "decisions" for seed pooling: the future part is no estimate, so a seed group takes
     # the worst member's verdict
