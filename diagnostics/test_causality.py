@@ -7,10 +7,10 @@ from diagnostics.analyses.causality import NAME, analyse_causality, measure_caus
 
 
 def test_causality(bankllm_run, model, thresholds, diagnose):
-    """FAIL if later tokens change earlier predictions, or echoing beats predicting."""
+    """FAIL if later tokens or padding change the loss, or echoing beats predicting."""
     from bankllm.data import encode_corpus
 
     run, tok = bankllm_run, bankllm_run.tokenizer
     val = encode_corpus(run.split.val, tok, run.config.block_size, run.config.loss_on)
-    measured = measure_causality(model, val.ids, val.loss_mask, len(tok))
-    diagnose(analyse_causality(*measured, thresholds.for_check(NAME)))
+    measured = measure_causality(model, val, tok.pad_id, len(tok))
+    diagnose(analyse_causality(measured, thresholds.for_check(NAME)))

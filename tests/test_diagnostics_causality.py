@@ -7,12 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bankllm.data import encode_corpus
+from bankllm import evaluation
+from bankllm.data import IGNORE_INDEX, encode_corpus
 from bankllm.model import GPT, GPTConfig
 from bankllm.tokenizer import Tokenizer
 from diagnostics.analyses.causality import (
     DEFAULTS,
     NAME,
+    Measurement,
     analyse_causality,
     measure_causality,
 )
@@ -57,29 +59,36 @@ def _gpt(tok, causal: bool = True) -> GPT:
     return model
 
 
-def _measure(model, enc, vocab_size):
-    return measure_causality(model, enc.ids, enc.loss_mask, vocab_size)
+def _measure(model, tok, enc):
+    return measure_causality(model, enc, tok.pad_id, len(tok))
+
+
+def _synthetic(next_nll, current_nll, tokens, change=0.0):
+    """A measurement whose batched scoring agrees with scoring alone."""
+    n = len(next_nll)
+    return Measurement([change] * n, list(next_nll), list(current_nll), list(tokens),
+                       list(next_nll))
 
 
 def test_a_causal_gpt_changes_no_earlier_prediction_and_one_without_its_mask_fails(corpus):
     tok, enc = corpus
-    changes, *_ = _measure(_gpt(tok), enc, len(tok))
-    assert len(changes) == len(enc.ids) and max(changes) <= 1e-6
-    leaky = _measure(_gpt(tok, causal=False), enc, len(tok))
-    assert min(leaky[0]) > DEFAULTS["max_future_change"]
-    result = analyse_causality(*leaky, TH)
+    causal = _measure(_gpt(tok), tok, enc)
+    assert len(causal.future_change) == len(enc.ids) and max(causal.future_change) <= 1e-6
+    assert analyse_causality(causal, TH).values["conversations_changed_by_padding"] == 0
+    leaky = _measure(_gpt(tok, causal=False), tok, enc)
+    assert min(leaky.future_change) > DEFAULTS["max_future_change"]
+    result = analyse_causality(leaky, TH)
     assert result.status == "FAIL" and "reads the future" in result.reason
     assert result.values["conversations_reading_future"] == len(enc.ids)
 
 
 def test_a_next_token_predictor_passes_and_an_echoing_model_fails(corpus):
     tok, enc = corpus
-    bigram = analyse_causality(*_measure(TableModel(enc.ids, len(tok)), enc, len(tok)), TH)
+    bigram = analyse_causality(_measure(TableModel(enc.ids, len(tok)), tok, enc), TH)
     assert bigram.status == "PASS", bigram.reason
     assert bigram.values["next_over_current_ci95_high"] < DEFAULTS["max_next_over_current"]
     assert bigram.values["next_loss"] < bigram.values["current_loss"]
-    echo = analyse_causality(*_measure(TableModel(enc.ids, len(tok), echo=True), enc,
-                                       len(tok)), TH)
+    echo = analyse_causality(_measure(TableModel(enc.ids, len(tok), echo=True), tok, enc), TH)
     assert echo.status == "FAIL", echo.reason
     assert "not shifted by one" in echo.reason and "reads the future" not in echo.reason
     assert echo.values["next_over_current_ci95_low"] > DEFAULTS["max_next_over_current"]
@@ -87,17 +96,39 @@ def test_a_next_token_predictor_passes_and_an_echoing_model_fails(corpus):
 
 def test_a_few_conversations_near_the_line_never_fail():
     # 3 conversations whose next-token loss is 1.2x their current-token loss
-    result = analyse_causality([0.0] * 3, [12.0, 13.0, 11.0], [10.0, 10.5, 9.5], [10] * 3, TH)
+    result = analyse_causality(_synthetic([12.0, 13.0, 11.0], [10.0, 10.5, 9.5], [10] * 3), TH)
     assert result.status == "WARN", result.reason
     assert "fewer than the 5 needed to FAIL" in result.reason
     # many conversations straddling the fail line: inconclusive, not FAIL
     nexts = [10.0 * (1.05 if i % 2 else 0.95) for i in range(40)]
-    straddling = analyse_causality([0.0] * 40, nexts, [10.0] * 40, [10] * 40, TH)
+    straddling = analyse_causality(_synthetic(nexts, [10.0] * 40, [10] * 40), TH)
     assert straddling.status == "WARN" and "inconclusive" in straddling.reason
 
 
 def test_a_nan_change_counts_as_reading_the_future_and_nothing_to_measure_skips():
-    result = analyse_causality([0.0, float("nan")], [1.0, 1.0], [9.0, 9.0], [5, 5], TH)
+    m = _synthetic([1.0, 1.0], [9.0, 9.0], [5, 5])
+    m.future_change[1] = float("nan")
+    result = analyse_causality(m, TH)
     assert result.status == "FAIL" and "in 1 of 2" in result.reason
-    skipped = analyse_causality([], [], [], [], TH)
+    skipped = analyse_causality(Measurement(), TH)
     assert skipped.status == "SKIP" and "no val conversation" in skipped.reason
+
+
+def test_padding_counted_in_the_trainers_val_scoring_fails(corpus, monkeypatch):
+    """The planted fault: right-padding positions keep a target (the pad token), so the
+    batched val loss counts them; scored alone, a conversation has no padding."""
+    tok, enc = corpus
+    real = evaluation.collate
+
+    def collate_counting_padding(corpus, indices, pad_id, length=None):
+        x, y = real(corpus, indices, pad_id, length)
+        return x, torch.where(y == IGNORE_INDEX, torch.full_like(y, pad_id), y)
+
+    model = TableModel(enc.ids, len(tok))
+    assert analyse_causality(_measure(model, tok, enc), TH).status == "PASS"
+    monkeypatch.setattr(evaluation, "collate", collate_counting_padding)
+    result = analyse_causality(_measure(model, tok, enc), TH)
+    assert result.status == "FAIL", result.reason
+    assert "padding, its mask or the batch's targets enter the loss" in result.reason
+    assert 0 < result.values["conversations_changed_by_padding"] < len(enc.ids)
+    assert "reads the future" not in result.reason

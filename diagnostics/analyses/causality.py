@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from bankllm.data import EncodedCorpus
 from diagnostics.decision import decide, ratio_change
 from diagnostics.results import CheckResult, worst
 
@@ -35,6 +37,9 @@ ORDER = 12  # right after initial_loss: whether the losses every later check rea
 DEFAULTS = {
     # nats: a log-probability before the cut may move by rounding only (fp32 sees ~1e-6)
     "max_future_change": 1e-4,
+    # nats/token: scored alone or inside a right-padded batch, a conversation's loss may
+    # differ by rounding only
+    "max_padding_change": 1e-4,
     # next-token loss / current-token loss: PASS when all of its interval lies below 1 (the
     # model predicts what follows better than it echoes what it reads), FAIL when all of it
     # lies above. How much better is the baselines check's question, not this one's: an
@@ -45,23 +50,40 @@ DEFAULTS = {
 MIN_TOKENS = 4  # a conversation needs a few tokens before and after its cut
 
 
-def measure_causality(model: torch.nn.Module, sequences: Sequence[torch.Tensor],
-                      masks: Sequence[torch.Tensor], vocab_size: int, seed: int = 0
-                      ) -> tuple[list[float], list[float], list[float], list[int]]:
-    """For each token sequence (with ``masks[i][t]`` true where the model was trained to
-    predict token ``t + 1``) of at least ``MIN_TOKENS`` tokens, in fp32 eval mode without
-    autograd: the largest absolute change of any log-probability at the positions before the
-    middle when every later token is replaced by a random one (seeded), and the summed
-    negative log-likelihood of the next token and of the current token over the masked
-    positions, and their number. ``model(x)`` must return ``(logits, ...)`` of shape
-    (1, T, ``vocab_size``). Returns four lists, one entry per sequence measured."""
+@dataclass
+class Measurement:
+    """Per val conversation measured (one entry each, in corpus order): the largest change of
+    an earlier log-probability when the later tokens are replaced; the summed loss of the next
+    token and of the current token over the positions the model was trained to predict, and
+    their number; and the next-token loss as the trainer scores val (right-padded batches)."""
+
+    future_change: list[float] = field(default_factory=list)
+    next_nll: list[float] = field(default_factory=list)
+    current_nll: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    batched_nll: list[float] = field(default_factory=list)
+
+
+def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int,
+                      vocab_size: int, seed: int = 0) -> Measurement:
+    """Measure each conversation of ``corpus`` with at least ``MIN_TOKENS`` tokens and a
+    trained target, in fp32 eval mode without autograd, one at a time with the shift done
+    here: the largest absolute change of any log-probability before the middle when every
+    later token is replaced by a random one (seeded); the summed negative log-likelihood of
+    the next and of the current token over the ``loss_mask`` positions. Beside it, the same
+    conversations scored as the trainer scores val (:func:`bankllm.evaluation.
+    per_conversation_losses`: batches of 32, right-padded). ``model(x)`` must return
+    ``(logits, ...)`` of shape (B, T, ``vocab_size``)."""
+    from bankllm.evaluation import per_conversation_losses
     from bankllm.precision import inference
 
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    changes, next_nll, current_nll, tokens = [], [], [], []
+    batched = per_conversation_losses(model, corpus, pad_id, precision="fp32")
+    out = Measurement()
     with inference(model, "fp32"):
-        for ids, mask in zip(sequences, masks, strict=True):
+        for ids, mask, (batched_sum, _) in zip(corpus.ids, corpus.loss_mask, batched,
+                                               strict=True):
             x, mask = ids[:-1].to(device), mask[: len(ids) - 1].to(device).bool()
             if len(x) < MIN_TOKENS or not mask.any():
                 continue
@@ -70,49 +92,65 @@ def measure_causality(model: torch.nn.Module, sequences: Sequence[torch.Tensor],
             other = x.clone()
             other[cut:] = torch.randint(0, vocab_size, (len(x) - cut,), generator=gen).to(device)
             logp_other = torch.log_softmax(model(other[None])[0][0].float(), dim=-1)
-            changes.append(float((logp[:cut] - logp_other[:cut]).abs().max()))
+            out.future_change.append(float((logp[:cut] - logp_other[:cut]).abs().max()))
             nll_next = -logp.gather(1, ids[1:].to(device)[:, None])[:, 0]
             nll_current = -logp.gather(1, x[:, None])[:, 0]
-            next_nll.append(float(nll_next[mask].double().sum()))
-            current_nll.append(float(nll_current[mask].double().sum()))
-            tokens.append(int(mask.sum()))
-    return changes, next_nll, current_nll, tokens
+            out.next_nll.append(float(nll_next[mask].double().sum()))
+            out.current_nll.append(float(nll_current[mask].double().sum()))
+            out.tokens.append(int(mask.sum()))
+            out.batched_nll.append(batched_sum)
+    return out
 
 
-def analyse_causality(future_changes: Sequence[float], next_nll: Sequence[float],
-                      current_nll: Sequence[float], tokens: Sequence[int],
-                      thresholds: Mapping[str, float]) -> CheckResult:
+def _largest(values: np.ndarray) -> float:
+    return float(np.nanmax(values)) if not np.isnan(values).all() else math.nan
+
+
+def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckResult:
     """FAIL when a log-probability moved by more than ``max_future_change`` nats because later
-    tokens changed (the model reads the future), or when predicting the next token is
+    tokens changed (the model reads the future); when a conversation's loss scored as the
+    trainer scores val differs from its loss scored alone by more than ``max_padding_change``
+    nats/token (padding or batching changes the loss); or when predicting the next token is
     conclusively worse than echoing the current one (``next_over_current`` = summed
     next-token loss / summed current-token loss, paired over conversations, decided against
-    its one line ``max_next_over_current``). Inputs: :func:`measure_causality`'s lists."""
+    its one line ``max_next_over_current``). ``m``: :func:`measure_causality`'s."""
     th = thresholds
     used = {k: th[k] for k in DEFAULTS}
-    n = len(future_changes)
+    n = len(m.future_change)
     if n == 0:
         return CheckResult(NAME, "SKIP", f"no val conversation of at least {MIN_TOKENS} tokens "
                            "with a trained target to measure", {}, used)
-    changes = np.asarray(future_changes, dtype=float)
-    tol = float(th["max_future_change"])
+    tokens = np.maximum(np.asarray(m.tokens, dtype=float), 1)
+    changes = np.asarray(m.future_change, dtype=float)
+    padding = np.abs(np.asarray(m.batched_nll, dtype=float)
+                     - np.asarray(m.next_nll, dtype=float)) / tokens
+    tol, pad_tol = float(th["max_future_change"]), float(th["max_padding_change"])
     read = int((~(changes <= tol)).sum())  # NaN counts as changed
+    padded = int((~(padding <= pad_tol)).sum())
     values: dict[str, Any] = {
-        "n_conversations": n, "future_change_max": float(np.nanmax(changes))
-        if not np.isnan(changes).all() else math.nan, "conversations_reading_future": read,
-        "next_loss": float(np.sum(next_nll)) / max(1, int(np.sum(tokens))),
-        "current_loss": float(np.sum(current_nll)) / max(1, int(np.sum(tokens))),
+        "n_conversations": n, "future_change_max": _largest(changes),
+        "conversations_reading_future": read, "padding_change_max": _largest(padding),
+        "conversations_changed_by_padding": padded,
+        "next_loss": float(np.sum(m.next_nll) / tokens.sum()),
+        "current_loss": float(np.sum(m.current_nll) / tokens.sum()),
     }
+    parts: list[tuple[str, str]] = []
     if read:
-        future = ("FAIL", f"the model reads the future: replacing the tokens after the middle "
-                  f"of a conversation moved its log-probabilities before it by up to "
-                  f"{values['future_change_max']:.3g} nats in {read} of {n} val conversations "
-                  f"(a causal model: 0, tolerance {tol:g}); its attention lets later tokens "
-                  "in, so its loss is not a language model's loss")
+        parts.append(("FAIL", f"the model reads the future: replacing the tokens after the "
+                      f"middle of a conversation moved its log-probabilities before it by up to "
+                      f"{values['future_change_max']:.3g} nats in {read} of {n} val "
+                      f"conversations (a causal model: 0, tolerance {tol:g}); its attention lets "
+                      "later tokens in, so its loss is not a language model's loss"))
     else:
-        future = ("PASS", f"causal: replacing later tokens changed no earlier log-probability "
-                  f"over {n} val conversations (largest change {values['future_change_max']:.1g}"
-                  f" nats, tolerance {tol:g})")
-    change = ratio_change(next_nll, current_nll, "val conversations")
+        parts.append(("PASS", f"causal: replacing later tokens changed no earlier "
+                      f"log-probability over {n} val conversations (largest change "
+                      f"{values['future_change_max']:.1g} nats, tolerance {tol:g})"))
+    if padded:
+        parts.append(("FAIL", f"scored as the trainer scores val (right-padded batches), "
+                      f"{padded} of {n} val conversations get another loss than scored alone, "
+                      f"by up to {values['padding_change_max']:.3g} nats/token (tolerance "
+                      f"{pad_tol:g}): padding, its mask or the batch's targets enter the loss"))
+    change = ratio_change(m.next_nll, m.current_nll, "val conversations")
     est = dataclasses.replace(change, value=change.value + 1, low=change.low + 1,
                               high=change.high + 1)
     line = float(th["max_next_over_current"])
@@ -126,10 +164,12 @@ def analyse_causality(future_changes: Sequence[float], next_nll: Sequence[float]
                   "its training targets were probably not shifted by one")
     elif verdict.status == "WARN":
         shift += ": the model predicts what follows no better than it echoes what it reads"
-    status = worst([future[0], verdict.status])
-    # no "decisions" for seed pooling: the future part is no estimate, so a seed group takes
-    # the worst member's verdict
+    parts.append((verdict.status, shift))
+    # no "decisions" for seed pooling: the other parts are no estimates, so a seed group
+    # takes the worst member's verdict
     details = {"notes": [
-        "the next-token and current-token losses are summed over the positions the model "
-        "was trained to predict (the run's loss_on), in fp32"]}
-    return CheckResult(NAME, status, f"{future[1]}; {shift}", values, used, details)
+        "each conversation is scored alone, its targets shifted by this check; the next- and "
+        "current-token losses are summed over the positions the model was trained to predict "
+        "(the run's loss_on), in fp32"]}
+    return CheckResult(NAME, worst(s for s, _ in parts), "; ".join(r for _, r in parts), values,
+                       used, details)
