@@ -51,7 +51,7 @@ def test_override_file_may_be_a_pyproject(tmp_path):
     ("overfitting.rel_gap_pas = 0.2\n", "unknown threshold 'overfitting.rel_gap_pas'"),
     ("overfiting.rel_gap_pass = 0.2\n", "unknown threshold section 'overfiting'"),
     ("bogus_key = 1\n", "unknown top-level key 'bogus_key' (thresholds are written "
-     "section.key = number; sections: early_stopping, initial_loss,"),
+     "section.key = number; sections: early_stopping, coverage, initial_loss,"),
 ])
 def test_unknown_key_is_a_clear_error_listing_valid_keys(tmp_path, text, message):
     f = tmp_path / "th.toml"
