@@ -34,6 +34,10 @@ from diagnostics.results import CheckResult, worst
 
 NAME = "causality"
 ORDER = 12  # right after initial_loss: whether the losses every later check reads mean anything
+UNCHECKED_WHEN_SKIPPED = (
+    "whether the model reads later tokens, lets padding into its loss or echoes the token it "
+    "reads (losses that look far better than the model is); needs val conversations of a few "
+    "tokens with trained targets (a larger val_fraction)")
 DEFAULTS = {
     # nats: a log-probability before the cut may move by rounding only (fp32 sees ~1e-6)
     "max_future_change": 1e-4,

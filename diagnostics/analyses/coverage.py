@@ -25,6 +25,9 @@ from diagnostics.results import CheckResult, worst
 
 NAME = "coverage"
 ORDER = 8  # first: whether the loss every later check reads covers the data
+UNCHECKED_WHEN_SKIPPED = (
+    "whether the val loss is inflated by <unk> targets or conversations cut at the context; "
+    "needs val conversations with target tokens (a larger val_fraction, or loss_on='all')")
 DEFAULTS = {
     # share of val target tokens that are <unk>: PASS when all of the interval lies at or
     # below 1%, FAIL when all of it lies above 5% (one word in twenty unknown)
