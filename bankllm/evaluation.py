@@ -7,6 +7,8 @@ conversation, so that intervals can resample whole conversations.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -21,20 +23,24 @@ def per_conversation_losses(
     precision: str = "fp32",
     batch_size: int = 32,
     device: torch.device | str | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[tuple[float, int]]:
     """``(summed token loss in nats, target tokens)`` of each conversation of ``corpus``, in
     corpus order, scored in eval mode (dropout off; the model's mode is restored) without
-    autograd, on ``device`` (default: the model's). Targets are exactly those of the trainer's
-    loss (:func:`~bankllm.data.collate`: ``loss_on`` mask, truncation to ``block_size``), so
-    ``sum(losses) / sum(tokens)`` is the trainer's val loss. A conversation without target
-    tokens gives ``(0.0, 0)``. ``model(x)`` must return ``(logits, ...)`` of shape (B, T, V).
+    autograd, on ``device`` (default: the model's), in right-padded batches of similar
+    lengths. Targets are exactly those of the trainer's loss (:func:`~bankllm.data.collate`:
+    ``loss_on`` mask, truncation to ``block_size``); ``sum(losses) / sum(tokens)`` is the
+    trainer's val loss (:func:`bankllm.steps.evaluate` is this function). With ``indices``
+    only those conversations are scored. A conversation without target tokens, or not
+    scored, gives ``(0.0, 0)``. ``model(x)`` must return ``(logits, ...)`` of shape (B, T, V).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     out: list[tuple[float, int]] = [(0.0, 0)] * len(corpus)
     # similar lengths together: little padding (right padding never changes a causal loss)
-    order = sorted(range(len(corpus)), key=lambda i: corpus.lengths[i])
+    order = sorted(range(len(corpus)) if indices is None else indices,
+                   key=lambda i: corpus.lengths[i])
     with inference(model, precision):
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]

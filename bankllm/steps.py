@@ -18,9 +18,9 @@ import torch
 from bankllm import distributed
 from bankllm.config import TrainConfig
 from bankllm.data import IGNORE_INDEX, EncodedCorpus, collate, plan_micro_batches
-from bankllm.evaluation import row_losses
+from bankllm.evaluation import per_conversation_losses
 from bankllm.model import GPT
-from bankllm.precision import autocast, inference
+from bankllm.precision import autocast
 
 
 def make_optimizer(
@@ -63,30 +63,20 @@ def evaluate(
     batch_size: int = 32,
     ctx: distributed.Context | None = None,
 ) -> Evaluation:
-    """``corpus`` scored in eval mode (dropout off); restores the mode after. The mean loss is
-    the model's own summed loss over all target tokens; the per-conversation sums (what the
-    diagnostics' intervals resample) come from the same logits.
+    """``corpus`` scored in eval mode (dropout off; the mode is restored after) by
+    :func:`~bankllm.evaluation.per_conversation_losses`: each conversation's summed loss and
+    target tokens, and their mean over all target tokens.
 
-    Under torchrun each process scores its share and the sums are added over processes.
+    Under torchrun each process scores its share and the sums are gathered over processes.
     """
     ctx = ctx or distributed.Context()
-    order = ctx.shard(sorted(range(len(corpus)), key=lambda i: corpus.lengths[i]))
-    total, count = 0.0, 0
-    sums, tokens = [0.0] * len(corpus), [0] * len(corpus)
-    with inference(model, precision):
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            x, y = collate(corpus, batch, pad_id)
-            x, y = x.to(device), y.to(device)
-            logits, loss_sum = model(x, y, reduction="sum")
-            total += float(loss_sum)
-            count += int((y != IGNORE_INDEX).sum())
-            for i, s, n in zip(batch, *row_losses(logits, y), strict=True):
-                sums[i], tokens[i] = s, n
-    total, count, *shared = ctx.all_reduce_sum(total, count, *sums, *tokens)
-    if ctx.is_distributed:
+    mine = ctx.shard(sorted(range(len(corpus)), key=lambda i: corpus.lengths[i]))
+    scored = per_conversation_losses(model, corpus, pad_id, precision, batch_size, device, mine)
+    sums, tokens = [s for s, _ in scored], [n for _, n in scored]
+    if ctx.is_distributed:  # each conversation is scored by one process, 0 on the others
+        shared = ctx.all_reduce_sum(*sums, *tokens)
         sums, tokens = shared[: len(corpus)], [round(n) for n in shared[len(corpus) :]]
-    return Evaluation(total / max(count, 1), sums, tokens)
+    return Evaluation(sum(sums) / max(sum(tokens), 1), sums, tokens)
 
 
 def accumulate_gradients(

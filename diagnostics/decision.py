@@ -161,11 +161,16 @@ def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
     """Paired relative change ``sum(new) / sum(base) - 1`` of per-item totals (e.g. summed
     token losses per conversation of one val set), with the wider of a paired percentile
     bootstrap over the items and the delta-method Student t interval (``n - 1`` degrees of
-    freedom). The bootstrap alone covers too little on a few items: over 4 conversations with
-    no true change, its 95% interval missed 0 about one time in five."""
+    freedom), no lower than -100% for non-negative totals. The bootstrap alone covers too
+    little on a few items: over 4 conversations with no true change, its 95% interval missed 0
+    about one time in five. A base total of 0 gives an infinite change (nan without a new
+    total), no interval."""
     from scipy.stats import t as student_t
 
     x, y = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
+    if not y.sum() > 0:  # no base total: an infinite change if there is a new one, else none
+        value = math.inf if x.sum() > 0 else math.nan
+        return Estimate(value, value, value, len(x), unit, f"base total {y.sum():g}")
     value = float(x.sum() / y.sum() - 1.0)
     if len(x) < 2:
         return Estimate(value, -math.inf, math.inf, len(x), unit, "too few items")
@@ -179,8 +184,11 @@ def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
     # linearised ratio: each item's new - (1 + value) * base, over the mean base
     se = float(np.std(x - (1.0 + value) * y, ddof=1)) / math.sqrt(len(x)) / float(y.mean())
     half = float(student_t.ppf(0.5 + level / 2, len(x) - 1)) * se
-    return Estimate(value, min(float(ci.low), value - half), max(float(ci.high), value + half),
-                    len(x), unit, f"paired bootstrap over {unit} (at least Student t)")
+    low, high = min(float(ci.low), value - half), max(float(ci.high), value + half)
+    if (x >= 0).all() and (y >= 0).all():  # a ratio of non-negative totals: at least -100%
+        low = max(low, -1.0)
+    return Estimate(value, low, high, len(x), unit,
+                    f"paired bootstrap over {unit} (at least Student t)")
 
 
 def two_samples(statistic: Callable[[np.ndarray, np.ndarray], float], a: Sequence[float],

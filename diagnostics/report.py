@@ -443,7 +443,8 @@ def overfitting_gap_png(report: Mapping[str, Any]) -> bytes | None:
     ax.plot(ep, rel, "-", color="0.5", lw=1, zorder=2)
     intervals = check.get("details", {}).get("rel_gap_ci95") or []
     if len(intervals) == len(ep):
-        shown = [(x, r, ci) for x, r, ci in zip(ep, rel, intervals, strict=True) if ci]
+        shown = [(x, r, ci) for x, r, ci in zip(ep, rel, intervals, strict=True)
+                 if ci and all(finite(c) for c in ci) and ci[0] * 100 <= r <= ci[1] * 100]
         if shown:
             ax.errorbar([x for x, _, _ in shown], [r for _, r, _ in shown],
                         yerr=[[r - ci[0] * 100 for _, r, ci in shown],

@@ -12,10 +12,10 @@ def test_coverage(bankllm_run, thresholds, diagnose):
 
     run, tok, cfg = bankllm_run, bankllm_run.tokenizer, bankllm_run.config
     val = encode_corpus(run.split.val, tok, cfg.block_size, cfg.loss_on)
+    train = encode_corpus(run.split.train, tok, cfg.block_size, cfg.loss_on)
     unk = [int((ids[1:][mask] == tok.unk_id).sum()) for ids, mask in zip(val.ids, val.loss_mask,
                                                                           strict=True)]
     targets = [int(mask.sum()) for mask in val.loss_mask]
-    truncated = [len(tok.encode_conversation(c["messages"])[0]) > cfg.block_size + 1
-                 for c in [*run.split.train, *run.split.val]]
-    diagnose(analyse_coverage(unk, targets, truncated, thresholds.for_check(NAME),
+    diagnose(analyse_coverage(unk, targets, train.truncated + val.truncated,
+                              len(train) + len(val), thresholds.for_check(NAME),
                               min_freq=cfg.min_freq, block_size=cfg.block_size))

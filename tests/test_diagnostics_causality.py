@@ -105,11 +105,17 @@ def test_a_few_conversations_near_the_line_never_fail():
     assert straddling.status == "WARN" and "inconclusive" in straddling.reason
 
 
-def test_a_nan_change_counts_as_reading_the_future_and_nothing_to_measure_skips():
+def test_a_nan_is_its_own_fail_and_nothing_to_measure_skips():
     m = _synthetic([1.0, 1.0], [9.0, 9.0], [5, 5])
     m.future_change[1] = float("nan")
     result = analyse_causality(m, TH)
-    assert result.status == "FAIL" and "in 1 of 2" in result.reason
+    assert result.status == "FAIL" and "non-finite log-probabilities on 1 of 2" in result.reason
+    assert "reads the future" not in result.reason
+
+
+def test_a_model_certain_of_the_token_it_reads_fails_without_an_interval():
+    result = analyse_causality(_synthetic([5.0] * 6, [0.0] * 6, [10] * 6), TH)
+    assert result.status == "FAIL" and "certain of the token it reads" in result.reason
     skipped = analyse_causality(Measurement(), TH)
     assert skipped.status == "SKIP" and "no val conversation" in skipped.reason
 

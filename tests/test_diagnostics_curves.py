@@ -310,7 +310,8 @@ def test_a_healthy_run_passes_with_the_gaps_interval_over_conversations(healthy)
     assert result.status == "PASS", result.reason
     v = result.values
     assert v["final_rel_gap_ci95_low"] < v["final_rel_gap"] < v["final_rel_gap_ci95_high"] < 0.10
-    assert v["final_rel_gap_n"] == 180 and "over 180 conversations" in result.reason
+    assert v["final_rel_gap_n"] == 180
+    assert "over 180 val + train_eval conversations" in result.reason
     assert result.details["tables"][0]["rows"][-1][-1].endswith("%")  # the interval column
 
 
@@ -349,7 +350,8 @@ def test_overfitting_on_a_few_val_conversations_never_fails(healthy, with_interv
     result = overfit(m)
     assert result.status == "WARN", result.reason
     assert "8 val conversations are fewer than the 30 needed to FAIL" in result.reason
-    assert ("no per-conversation losses" in " ".join(result.details["notes"])) != with_intervals
+    notes = " ".join(result.details["notes"])
+    assert ("no usable per-conversation losses" in notes) != with_intervals
 
 
 def test_a_gap_past_its_fail_line_on_a_small_noisy_sample_is_not_conclusive(healthy):
@@ -365,6 +367,29 @@ def test_a_gap_past_its_fail_line_on_a_small_noisy_sample_is_not_conclusive(heal
         e["val_loss"] = 0.7
     clear = overfit(with_conversation_losses(m))
     assert clear.status == "FAIL" and clear.values["final_rel_gap_ci95_low"] > 0.25
+
+
+def test_a_gap_whose_interval_reaches_the_pass_line_is_inconclusive_not_overfitting(healthy):
+    m = copy.deepcopy(healthy)
+    for e in m["epochs"]:  # a plateau at +7%, 30 + 30 conversations of a wide spread
+        e["train_eval_loss"], e["val_loss"] = 0.5, 0.535
+    result = overfit(with_conversation_losses(m, n_val=30, n_train_eval=30, spread=0.4))
+    assert result.status == "WARN", result.reason
+    assert result.values["verdict"] == "gap inconclusive"
+    assert result.reason.startswith("gap inconclusive") and "inconclusive" in result.reason
+    assert "dropout" not in result.reason and "stop" not in result.reason
+
+
+def test_conversations_without_targets_are_left_out_of_the_intervals(healthy):
+    m = with_conversation_losses(healthy, jitter=0.1)
+    for part in ("val", "train_eval"):
+        m[f"{part}_tokens"][:5] = [0] * 5
+        for e in m["epochs"]:
+            e[f"{part}_loss_sums"][:5] = [0.0] * 5
+    result = overfit(plant_val_rising(m, best_epoch=5))
+    assert all(math.isfinite(v) for v in (result.values["final_rel_gap_ci95_low"],
+                                           result.values["val_rise_ci95_high"]))
+    assert result.values["val_rise_n"] == 85
 
 
 def test_rel_gap_bands(healthy):

@@ -111,6 +111,11 @@ def test_the_gap_chart_draws_the_intervals_the_overfitting_result_carries(report
     next(c for c in bare["checks"] if c["name"] == "overfitting")["details"].pop("rel_gap_ci95")
     with_bars, without = rep.overfitting_gap_png(report), rep.overfitting_gap_png(bare)
     assert with_bars[:4] == without[:4] == b"\x89PNG" and with_bars != without
+    # an interval that JSON turned into nulls, or that misses its value, is left out
+    odd = json.loads(json.dumps(report))
+    gaps = next(c for c in odd["checks"] if c["name"] == "overfitting")["details"]
+    gaps["rel_gap_ci95"][:3] = [None, [None, None], [5.0, 6.0]]
+    assert rep.overfitting_gap_png(odd)[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("content, message", [

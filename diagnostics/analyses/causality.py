@@ -111,10 +111,11 @@ def _largest(values: np.ndarray) -> float:
 
 
 def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckResult:
-    """FAIL when a log-probability moved by more than ``max_future_change`` nats because later
-    tokens changed (the model reads the future); when a conversation's loss scored as the
-    trainer scores val differs from its loss scored alone by more than ``max_padding_change``
-    nats/token (padding or batching changes the loss); or when predicting the next token is
+    """FAIL when a log-probability is not finite; when one moved by more than
+    ``max_future_change`` nats because later tokens changed (the model reads the future);
+    when a conversation's loss scored as the trainer scores val differs from its loss scored
+    alone by more than ``max_padding_change`` nats/token (padding or batching changes the
+    loss); or when predicting the next token is
     conclusively worse than echoing the current one (``next_over_current`` = summed
     next-token loss / summed current-token loss, paired over conversations, decided against
     its one line ``max_next_over_current``). ``m``: :func:`measure_causality`'s."""
@@ -129,46 +130,58 @@ def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckR
     padding = np.abs(np.asarray(m.batched_nll, dtype=float)
                      - np.asarray(m.next_nll, dtype=float)) / tokens
     tol, pad_tol = float(th["max_future_change"]), float(th["max_padding_change"])
-    read = int((~(changes <= tol)).sum())  # NaN counts as changed
-    padded = int((~(padding <= pad_tol)).sum())
+    nonfinite = int((~np.isfinite(changes) | ~np.isfinite(padding)).sum())
+    read = int((changes > tol).sum())
+    padded = int((padding > pad_tol).sum())
     values: dict[str, Any] = {
         "n_conversations": n, "future_change_max": _largest(changes),
         "conversations_reading_future": read, "padding_change_max": _largest(padding),
-        "conversations_changed_by_padding": padded,
+        "conversations_changed_by_padding": padded, "conversations_nonfinite": nonfinite,
         "next_loss": float(np.sum(m.next_nll) / tokens.sum()),
         "current_loss": float(np.sum(m.current_nll) / tokens.sum()),
     }
     parts: list[tuple[str, str]] = []
+    if nonfinite:
+        parts.append(("FAIL", f"the model gives non-finite log-probabilities on {nonfinite} of "
+                      f"{n} val conversations: nothing it scores can be trusted"))
     if read:
         parts.append(("FAIL", f"the model reads the future: replacing the tokens after the "
                       f"middle of a conversation moved its log-probabilities before it by up to "
                       f"{values['future_change_max']:.3g} nats in {read} of {n} val "
                       f"conversations (a causal model: 0, tolerance {tol:g}); its attention lets "
                       "later tokens in, so its loss is not a language model's loss"))
-    else:
+    elif not nonfinite:
         parts.append(("PASS", f"causal: replacing later tokens changed no earlier "
                       f"log-probability over {n} val conversations (largest change "
                       f"{values['future_change_max']:.1g} nats, tolerance {tol:g})"))
     if padded:
-        parts.append(("FAIL", f"scored as the trainer scores val (right-padded batches), "
-                      f"{padded} of {n} val conversations get another loss than scored alone, "
-                      f"by up to {values['padding_change_max']:.3g} nats/token (tolerance "
-                      f"{pad_tol:g}): padding, its mask or the batch's targets enter the loss"))
-    change = ratio_change(m.next_nll, m.current_nll, "val conversations")
-    est = dataclasses.replace(change, value=change.value + 1, low=change.low + 1,
-                              high=change.high + 1)
-    line = float(th["max_next_over_current"])
-    verdict = decide(est, pass_line=line, fail_line=line, higher_is_better=False,
-                     fmt="{:.3g}".format, min_n=int(th["min_conversations"]))
-    values.update(est.values("next_over_current"))
-    shift = (f"next-token loss {values['next_loss']:.3g} vs current-token loss "
-             f"{values['current_loss']:.3g} nats/token, a ratio of {verdict.reason}")
-    if verdict.status == "FAIL":
-        shift += (": the model predicts the token it is reading better than the one after it; "
-                  "its training targets were probably not shifted by one")
-    elif verdict.status == "WARN":
-        shift += ": the model predicts what follows no better than it echoes what it reads"
-    parts.append((verdict.status, shift))
+        parts.append(("FAIL", f"scored in right-padded batches of 32 as the trainer scores val "
+                      f"(here in fp32), {padded} of {n} val conversations get another loss than "
+                      f"scored alone, by up to {values['padding_change_max']:.3g} nats/token "
+                      f"(tolerance {pad_tol:g}): padding, its mask or the batch's targets enter "
+                      "the loss"))
+    next_sum, current_sum = float(np.sum(m.next_nll)), float(np.sum(m.current_nll))
+    if not nonfinite and current_sum <= 0 < next_sum:
+        values["next_over_current"] = math.inf
+        parts.append(("FAIL", f"next-token loss {values['next_loss']:.3g} vs current-token "
+                      "loss 0 nats/token: the model is certain of the token it reads; its "
+                      "training targets were probably not shifted by one"))
+    elif not nonfinite:
+        change = ratio_change(m.next_nll, m.current_nll, "val conversations")
+        est = dataclasses.replace(change, value=change.value + 1, low=change.low + 1,
+                                  high=change.high + 1)
+        line = float(th["max_next_over_current"])
+        verdict = decide(est, pass_line=line, fail_line=line, higher_is_better=False,
+                         fmt="{:.3g}".format, min_n=int(th["min_conversations"]))
+        values.update(est.values("next_over_current"))
+        shift = (f"next-token loss {values['next_loss']:.3g} vs current-token loss "
+                 f"{values['current_loss']:.3g} nats/token, a ratio of {verdict.reason}")
+        if verdict.status == "FAIL":
+            shift += (": the model predicts the token it is reading better than the one after "
+                      "it; its training targets were probably not shifted by one")
+        elif est.low > line:  # past the line, too few conversations to FAIL
+            shift += ": the model may echo the token it reads; score more val conversations"
+        parts.append((verdict.status, shift))
     # no "decisions" for seed pooling: the other parts are no estimates, so a seed group
     # takes the worst member's verdict
     details = {"notes": [

@@ -37,6 +37,7 @@ DEFAULTS = {
     # 25% (a quarter of the conversations lose their ends)
     "truncated_pass": 0.01,
     "truncated_fail": 0.25,
+    "min_conversations": 10,  # fewer never FAIL on their own
 }
 ORDERED = (("unk_pass", "unk_fail"), ("truncated_pass", "truncated_fail"))
 
@@ -45,32 +46,34 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-def analyse_coverage(unk_targets: Sequence[int], targets: Sequence[int],
-                     truncated: Sequence[bool], thresholds: Mapping[str, float],
+def analyse_coverage(unk_targets: Sequence[int], targets: Sequence[int], truncated: int,
+                     conversations: int, thresholds: Mapping[str, float],
                      min_freq: int | None = None, block_size: int | None = None
                      ) -> CheckResult:
     """``unk_targets`` / ``targets``: per val conversation, its ``<unk>`` target tokens and all
-    its target tokens; ``truncated``: per train and val conversation, whether it was cut at the
-    context. The ``<unk>`` share, an estimate of how much of new text the tokenizer misses
+    its target tokens; ``truncated`` of the run's ``conversations`` (train and val) were cut at
+    the context. The ``<unk>`` share, an estimate of how much of new text the tokenizer misses
     (clustered by conversation), is decided by the shared rule; the truncated share is a count
     over all of the run's conversations, not a sample, so it is banded without an interval.
-    The status is the worse. ``min_freq`` and ``block_size`` (the run's) word the advice."""
+    Fewer than ``min_conversations`` never FAIL. The status is the worse of the two.
+    ``min_freq`` and ``block_size`` (the run's) word the advice."""
     th = {k: float(thresholds[k]) for k in DEFAULTS}
     if not targets or sum(targets) == 0:
         return CheckResult(NAME, "SKIP", "no val target tokens to measure", {}, th)
+    min_n = int(th["min_conversations"])
     n_unk, n_targets = int(sum(unk_targets)), int(sum(targets))
     unk = rate(unk_targets, targets, "val conversations")
     unk_verdict = decide(unk, pass_line=th["unk_pass"], fail_line=th["unk_fail"],
-                         higher_is_better=False, fmt=_pct)
-    n_cut, n = int(sum(truncated)), len(truncated)
-    share = n_cut / n if n else 0.0
+                         higher_is_better=False, fmt=_pct, min_n=min_n)
+    share = truncated / conversations if conversations else 0.0
     cut_status = ("PASS" if share <= th["truncated_pass"] else
-                  "WARN" if share <= th["truncated_fail"] else "FAIL")
+                  "WARN" if share <= th["truncated_fail"] or conversations < min_n else "FAIL")
     values: dict[str, Any] = {**unk.values("unk_share"), "unk_tokens": n_unk,
                               "target_tokens": n_targets, "truncated_share": share,
-                              "truncated_conversations": n_cut, "conversations": n}
+                              "truncated_conversations": truncated,
+                              "conversations": conversations}
     unk_reason = f"<unk> among val targets {n_unk}/{n_targets}: {unk_verdict.reason}"
-    if unk_verdict.status != "PASS":
+    if unk.low > th["unk_pass"]:  # conclusively above the pass line: say why it matters
         if min_freq and min_freq > 1:
             unk_reason += (f": words seen fewer than min_freq={min_freq} times in train are one "
                            "marker, easy to predict, so the loss looks better than the model is "
@@ -79,12 +82,14 @@ def analyse_coverage(unk_targets: Sequence[int], targets: Sequence[int],
             unk_reason += (": val words that train never has are one marker, easy to predict, so "
                            "the loss looks better than the model is; only more (or more varied) "
                            "train data helps")
-    cut_reason = (f"conversations cut at the context: {n_cut} of the run's {n} ({share:.1%}; "
-                  f"lines {th['truncated_pass']:.0%} / {th['truncated_fail']:.0%})")
-    if n_cut:
+    cut_reason = (f"conversations cut at the context: {truncated} of the run's {conversations} "
+                  f"({share:.1%}; lines {th['truncated_pass']:.0%} / {th['truncated_fail']:.0%})")
+    if truncated:
         ctx = f"block_size={block_size}" if block_size else "the context"
         cut_reason += (": their ends (often the answer) are neither trained on nor scored; "
                        f"raise {ctx}")
+    if cut_status == "WARN" and share > th["truncated_fail"]:
+        cut_reason += f" (fewer than the {min_n} conversations needed to FAIL on their own)"
     # no "decisions" for seed pooling: the truncated share is no estimate, and a seed group's
     # members share one split and tokenizer, so the worst member's verdict is the group's
     details: dict[str, Any] = {"notes": []}

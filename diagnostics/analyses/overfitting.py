@@ -49,18 +49,20 @@ def _nats(x: float) -> str:
 
 def _conversations(metrics: Mapping[str, Any], row: Mapping[str, Any]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(val sums, val tokens, train_eval sums, train_eval tokens) of one epoch, or None when
-    the run did not record them (or recorded them inconsistently)."""
+    """(val sums, val tokens, train_eval sums, train_eval tokens) of one epoch, over the
+    conversations with target tokens, or None when the run did not record them (or recorded
+    them inconsistently, or fewer than 2 conversations of a side have targets)."""
     parts = []
     for sums_key, tokens_key in (("val_loss_sums", "val_tokens"),
                                  ("train_eval_loss_sums", "train_eval_tokens")):
         sums, tokens = row.get(sums_key), metrics.get(tokens_key)
-        if not isinstance(sums, list) or not isinstance(tokens, list) or len(sums) < 2 \
+        if not isinstance(sums, list) or not isinstance(tokens, list) \
                 or len(sums) != len(tokens) or not all(finite(v) for v in sums):
             return None
-        parts += [np.asarray(sums, dtype=float), np.asarray(tokens, dtype=float)]
-    if parts[1].sum() <= 0 or parts[2].sum() <= 0:
-        return None
+        s, t = np.asarray(sums, dtype=float), np.asarray(tokens, dtype=float)
+        if (t > 0).sum() < 2:
+            return None
+        parts += [s[t > 0], t[t > 0]]
     return parts[0], parts[1], parts[2], parts[3]
 
 
@@ -77,8 +79,12 @@ def gap_estimate(metrics: Mapping[str, Any], row: Mapping[str, Any]) -> Estimate
         i, j = i.astype(int), j.astype(int)
         return float((vs[i].sum() / vt[i].sum()) / (ts[j].sum() / tt[j].sum()) - 1.0)
 
-    est = two_samples(statistic, np.arange(len(vs)), np.arange(len(ts)), "conversations")
-    return dataclasses.replace(est, value=float(row["val_loss"] / row["train_eval_loss"] - 1.0))
+    est = two_samples(statistic, np.arange(len(vs)), np.arange(len(ts)),
+                      "val + train_eval conversations")
+    # the value the trainer recorded (its mean), the interval around it
+    value = float(row["val_loss"] / row["train_eval_loss"] - 1.0)
+    return dataclasses.replace(est, value=value, low=min(est.low, value),
+                               high=max(est.high, value))
 
 
 def rise_estimate(metrics: Mapping[str, Any], best: Mapping[str, Any],
@@ -90,8 +96,9 @@ def rise_estimate(metrics: Mapping[str, Any], best: Mapping[str, Any],
         return None
     rel = ratio_change(a[0], b[0], "val conversations")
     scale = float(best["val_loss"])  # same tokens: a relative change of the sums times the mean
-    return dataclasses.replace(rel, value=float(last["val_loss"]) - scale,
-                               low=rel.low * scale, high=rel.high * scale)
+    value = float(last["val_loss"]) - scale
+    return dataclasses.replace(rel, value=value, low=min(rel.low * scale, value),
+                               high=max(rel.high * scale, value))
 
 
 def _too_few(verdict: Verdict, n_val: int, min_n: int) -> Verdict:
@@ -219,9 +226,10 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         "rel_gap_ci95": [None if est is None else [est.low, est.high] for est in estimates]}
     if estimates[-1] is None:
         details["notes"].append(
-            "metrics.json holds no per-conversation losses (val_loss_sums, "
-            "train_eval_loss_sums): the gap is judged on its point values, without an "
-            "interval; retrain with the current trainer to get one")
+            "metrics.json holds no usable per-conversation losses (val_loss_sums, "
+            "train_eval_loss_sums with val_tokens, train_eval_tokens): the gap is judged on its "
+            "point values, without an interval (a FAIL then needs min_conversations val "
+            "conversations and the value past its line); retrain with the current trainer")
     for e, r, v, t in zip(ep, running, val, tev, strict=True):
         if finite(r) and r > v:
             details["notes"].append(
@@ -233,6 +241,9 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     nums = (f"val {val[-1]:.4g} vs train_eval {tev[-1]:.4g} at epoch {ep[-1]} "
             f"(gap {gap[-1]:+.4g})")
     last_drop = val[-2] - val[-1] if len(val) > 1 else None
+    final_low = estimates[-1].low if estimates[-1] is not None else rel[-1]
+    remedy = "add dropout/weight decay or more data" + (
+        f", or stop at epoch {ep[best_i]} (best val)" if best_i < len(val) - 1 else "")
     if rise is not None:
         values["stop_epoch"] = ep[best_i]
         rose = (f"val loss rose for {rising} epochs after its best {val[best_i]:.4g} at epoch "
@@ -245,22 +256,28 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
             status, verdict = "WARN", "val rising (not enough to FAIL)"
             reason = (f"val rising, not enough evidence to FAIL: {rose}; {nums}: early stopping "
                       f"would keep epoch {ep[best_i]}")
-    elif final.status == "FAIL" and not plateaued:
-        # A large gap while val still improves is memorization of train-only content (random
-        # values, exact phrasings), not yet harm to generalization: stopping now would give a
-        # worse val loss. The memorization check measures it; FAIL waits for the plateau.
-        status, verdict = "WARN", "overfitting (val still improving)"
-        reason = (f"large generalization gap: {nums}, rel_gap {final.reason}; but val still "
-                  f"improving (best at epoch {ep[best_i]}), so not yet harmful: the model fits "
-                  "train-only content — see the memorization check")
-    elif final.status != "PASS" or widening:
-        status = "FAIL" if final.status == "FAIL" else "WARN"
-        verdict = "overfitting" if final.status != "PASS" else "gap widening"
-        why = [] if final.status == "PASS" else [f"rel_gap {final.reason}"]
+    elif final.status != "PASS" and (final_low > th["rel_gap_pass"] or final.status == "FAIL"):
+        if not plateaued:
+            # A large gap while val still improves is memorization of train-only content
+            # (random values, exact phrasings), not yet harm to generalization: stopping now
+            # would give a worse val loss. The memorization check measures it; FAIL waits for
+            # the plateau.
+            status, verdict = "WARN", "overfitting (val still improving)"
+            reason = (f"generalization gap: {nums}, rel_gap {final.reason}; but val still "
+                      f"improving (best at epoch {ep[best_i]}), so not yet harmful: the model "
+                      "fits train-only content — see the memorization check")
+        else:
+            status, verdict = final.status, "overfitting"
+            reason = f"overfitting: {nums}, rel_gap {final.reason}: {remedy}"
+    elif final.status != "PASS":
+        status, verdict = "WARN", "gap inconclusive"
+        reason = f"gap inconclusive: {nums}, rel_gap {final.reason}"
         if widening:
-            why.append(f"gap widening {slope:+.3g}/epoch over the last {k} epochs")
-        reason = (f"{verdict}: {nums}; {'; '.join(why)}: add dropout/weight decay, more data "
-                  f"or stop earlier (best val at epoch {ep[best_i]})")
+            reason += f"; gap widening {slope:+.3g}/epoch over the last {k} epochs"
+    elif widening:
+        status, verdict = "WARN", "gap widening"
+        reason = (f"gap widening: {nums}, rel_gap {final.reason}; {slope:+.3g}/epoch over the "
+                  f"last {k} epochs: {remedy}")
     elif last_drop is not None and last_drop >= min_delta:
         status, verdict = "PASS", "underfitting"
         reason = (f"underfitting: val still falling ({-last_drop:+.4g} in the last epoch) with "
