@@ -59,15 +59,15 @@ def _gpt(tok, causal: bool = True) -> GPT:
     return model
 
 
-def _measure(model, tok, enc):
-    return measure_causality(model, enc, tok.pad_id, len(tok))
+def _measure(model, tok, enc, untrained=None):
+    return measure_causality(model, enc, tok.pad_id, len(tok), untrained=untrained)
 
 
 def _synthetic(next_nll, current_nll, tokens, change=0.0):
-    """A measurement whose batched scoring agrees with scoring alone."""
+    """A deterministic measurement whose batched scoring agrees with scoring alone."""
     n = len(next_nll)
-    return Measurement([change] * n, list(next_nll), list(current_nll), list(tokens),
-                       list(next_nll))
+    return Measurement([change] * n, [0.0] * n, list(next_nll), list(current_nll),
+                       list(tokens), list(next_nll))
 
 
 def test_a_causal_gpt_changes_no_earlier_prediction_and_one_without_its_mask_fails(corpus):
@@ -88,10 +88,23 @@ def test_a_next_token_predictor_passes_and_an_echoing_model_fails(corpus):
     assert bigram.status == "PASS", bigram.reason
     assert bigram.values["next_over_current_ci95_high"] < DEFAULTS["max_next_over_current"]
     assert bigram.values["next_loss"] < bigram.values["current_loss"]
-    echo = analyse_causality(_measure(TableModel(enc.ids, len(tok), echo=True), tok, enc), TH)
+    echo_model = TableModel(enc.ids, len(tok), echo=True)
+    echo = analyse_causality(_measure(echo_model, tok, enc, untrained=_gpt(tok)), TH)
     assert echo.status == "FAIL", echo.reason
     assert "not shifted by one" in echo.reason and "reads the future" not in echo.reason
     assert echo.values["next_over_current_ci95_low"] > DEFAULTS["max_next_over_current"]
+    assert echo.values["current_loss_vs_untrained_ci95_high"] < 0
+    # without the untrained model's losses the same echo is only a WARN
+    assert analyse_causality(_measure(echo_model, tok, enc), TH).status == "WARN"
+
+
+def test_an_untrained_gpt_echoes_by_its_tied_embeddings_and_only_warns(corpus):
+    tok, enc = corpus
+    untrained = _gpt(tok)
+    result = analyse_causality(_measure(untrained, tok, enc, untrained=_gpt(tok)), TH)
+    assert result.values["next_over_current"] > 1  # it does favour the token it reads
+    assert result.status == "WARN", result.reason
+    assert "has not learned yet" in result.reason and "not shifted" not in result.reason
 
 
 def test_a_few_conversations_near_the_line_never_fail():
@@ -138,3 +151,33 @@ def test_padding_counted_in_the_trainers_val_scoring_fails(corpus, monkeypatch):
     assert "padding, its mask or the batch's targets enter the loss" in result.reason
     assert 0 < result.values["conversations_changed_by_padding"] < len(enc.ids)
     assert "reads the future" not in result.reason
+
+
+def test_a_model_still_dropping_out_in_eval_mode_fails_as_random_not_as_reading_the_future(
+        corpus, monkeypatch):
+    """The planted fault: dropout ignores eval mode. Scored twice, the same tokens differ; the
+    future part cannot be told apart from that randomness, so it is not claimed."""
+    import bankllm.model as model_module
+
+    tok, enc = corpus
+    real = model_module.add_dropout
+    monkeypatch.setattr(model_module, "add_dropout",
+                        lambda x, y, p, training: real(x, y, p, True))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=32,
+                          dropout=0.2))
+    result = analyse_causality(_measure(model, tok, enc), TH)
+    assert result.status == "FAIL", result.reason
+    assert "random in eval mode" in result.reason and "reads the future" not in result.reason
+    assert result.values["conversations_random_in_eval"] == len(enc.ids)
+
+
+def test_an_echo_training_barely_moved_is_not_called_unshifted_targets():
+    """lr=1e-7 moves the weights by a hair: the current-token loss falls by a conclusive but
+    tiny share against the untrained model; only a large cut counts as a taught echo."""
+    m = _synthetic([12.0 + i % 3 for i in range(20)], [10.0] * 20, [10] * 20)
+    m.untrained_current_nll = [10.01] * 20  # training cut it by 0.1%
+    hair = analyse_causality(m, TH)
+    assert hair.status == "WARN" and "has not learned yet" in hair.reason
+    m.untrained_current_nll = [40.0 + i % 2 for i in range(20)]  # cut by 75%
+    assert analyse_causality(m, TH).status == "FAIL"

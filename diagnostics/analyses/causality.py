@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,10 @@ DEFAULTS = {
     # untrained model sits at 1, a bigram-level one near 0.6, the CI recipe at 0.09.
     "max_next_over_current": 1.0,
     "min_conversations": 5,  # fewer never FAIL on the loss comparison alone
+    # an echo counts as taught by training (unshifted targets) when training conclusively cut
+    # the current-token loss by more than this share against the untrained model (unshifted
+    # targets: -99%; lr=1e-7, which moved the weights by a hair: -0.0%)
+    "min_echo_taught": 0.5,
 }
 MIN_TOKENS = 4  # a conversation needs a few tokens before and after its cut
 
@@ -57,27 +62,34 @@ MIN_TOKENS = 4  # a conversation needs a few tokens before and after its cut
 @dataclass
 class Measurement:
     """Per val conversation measured (one entry each, in corpus order): the largest change of
-    an earlier log-probability when the later tokens are replaced; the summed loss of the next
+    an earlier log-probability when the later tokens are replaced, and of any log-probability
+    when the same tokens are scored again; the summed loss of the next
     token and of the current token over the positions the model was trained to predict, and
-    their number; and the next-token loss as the trainer scores val (right-padded batches)."""
+    their number; the next-token loss as the trainer scores val (right-padded batches); and
+    the untrained model's current-token loss, where it was measured."""
 
     future_change: list[float] = field(default_factory=list)
+    repeat_change: list[float] = field(default_factory=list)
     next_nll: list[float] = field(default_factory=list)
     current_nll: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     batched_nll: list[float] = field(default_factory=list)
+    untrained_current_nll: list[float] = field(default_factory=list)  # empty: not measured
 
 
 def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int,
-                      vocab_size: int, seed: int = 0) -> Measurement:
+                      vocab_size: int, untrained: torch.nn.Module | None = None, seed: int = 0
+                      ) -> Measurement:
     """Measure each conversation of ``corpus`` with at least ``MIN_TOKENS`` tokens and a
     trained target, in fp32 eval mode without autograd, one at a time with the shift done
-    here: the largest absolute change of any log-probability before the middle when every
-    later token is replaced by a random one (seeded); the summed negative log-likelihood of
+    here: the largest absolute change of any log-probability when the same tokens are scored
+    twice, and of any before the middle when every later token is replaced by a random one
+    (seeded); the summed negative log-likelihood of
     the next and of the current token over the ``loss_mask`` positions. Beside it, the same
     conversations scored as the trainer scores val (:func:`bankllm.evaluation.
-    per_conversation_losses`: batches of 32, right-padded). ``model(x)`` must return
-    ``(logits, ...)`` of shape (B, T, ``vocab_size``)."""
+    per_conversation_losses`: batches of 32, right-padded), and with ``untrained`` (the model
+    the run started from) its current-token loss. ``model(x)`` must return ``(logits, ...)``
+    of shape (B, T, ``vocab_size``)."""
     from bankllm.evaluation import per_conversation_losses
     from bankllm.precision import inference
 
@@ -85,13 +97,16 @@ def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int
     device = next(model.parameters()).device
     batched = per_conversation_losses(model, corpus, pad_id, precision="fp32")
     out = Measurement()
-    with inference(model, "fp32"):
+    with inference(model, "fp32"), (inference(untrained, "fp32") if untrained is not None
+                                     else nullcontext()):
         for ids, mask, (batched_sum, _) in zip(corpus.ids, corpus.loss_mask, batched,
                                                strict=True):
             x, mask = ids[:-1].to(device), mask[: len(ids) - 1].to(device).bool()
             if len(x) < MIN_TOKENS or not mask.any():
                 continue
             logp = torch.log_softmax(model(x[None])[0][0].float(), dim=-1)
+            again = torch.log_softmax(model(x[None])[0][0].float(), dim=-1)
+            out.repeat_change.append(float((logp - again).abs().max()))
             cut = len(x) // 2
             other = x.clone()
             other[cut:] = torch.randint(0, vocab_size, (len(x) - cut,), generator=gen).to(device)
@@ -103,6 +118,10 @@ def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int
             out.current_nll.append(float(nll_current[mask].double().sum()))
             out.tokens.append(int(mask.sum()))
             out.batched_nll.append(batched_sum)
+            if untrained is not None:
+                logp0 = torch.log_softmax(untrained(x[None])[0][0].float(), dim=-1)
+                nll0 = -logp0.gather(1, x[:, None])[:, 0]
+                out.untrained_current_nll.append(float(nll0[mask].double().sum()))
     return out
 
 
@@ -127,16 +146,20 @@ def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckR
                            "with a trained target to measure", {}, used)
     tokens = np.maximum(np.asarray(m.tokens, dtype=float), 1)
     changes = np.asarray(m.future_change, dtype=float)
+    repeats = np.asarray(m.repeat_change or [0.0] * n, dtype=float)
     padding = np.abs(np.asarray(m.batched_nll, dtype=float)
                      - np.asarray(m.next_nll, dtype=float)) / tokens
     tol, pad_tol = float(th["max_future_change"]), float(th["max_padding_change"])
-    nonfinite = int((~np.isfinite(changes) | ~np.isfinite(padding)).sum())
+    nonfinite = int((~np.isfinite(changes) | ~np.isfinite(padding)
+                     | ~np.isfinite(repeats)).sum())
+    random_eval = int((repeats > tol).sum())
     read = int((changes > tol).sum())
     padded = int((padding > pad_tol).sum())
     values: dict[str, Any] = {
         "n_conversations": n, "future_change_max": _largest(changes),
         "conversations_reading_future": read, "padding_change_max": _largest(padding),
         "conversations_changed_by_padding": padded, "conversations_nonfinite": nonfinite,
+        "repeat_change_max": _largest(repeats), "conversations_random_in_eval": random_eval,
         "next_loss": float(np.sum(m.next_nll) / tokens.sum()),
         "current_loss": float(np.sum(m.current_nll) / tokens.sum()),
     }
@@ -144,7 +167,14 @@ def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckR
     if nonfinite:
         parts.append(("FAIL", f"the model gives non-finite log-probabilities on {nonfinite} of "
                       f"{n} val conversations: nothing it scores can be trusted"))
-    if read:
+    if random_eval:
+        # a random model also "changes" when later tokens change: the future part can't tell
+        parts.append(("FAIL", f"the model is random in eval mode: the same tokens scored twice "
+                      f"got log-probabilities up to {values['repeat_change_max']:.3g} nats apart "
+                      f"in {random_eval} of {n} val conversations (dropout still on at "
+                      "evaluation?), so no loss it reports is reproducible, and the test of "
+                      "later tokens cannot be read"))
+    elif read:
         parts.append(("FAIL", f"the model reads the future: replacing the tokens after the "
                       f"middle of a conversation moved its log-probabilities before it by up to "
                       f"{values['future_change_max']:.3g} nats in {read} of {n} val "
@@ -153,7 +183,8 @@ def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckR
     elif not nonfinite:
         parts.append(("PASS", f"causal: replacing later tokens changed no earlier "
                       f"log-probability over {n} val conversations (largest change "
-                      f"{values['future_change_max']:.1g} nats, tolerance {tol:g})"))
+                      f"{values['future_change_max']:.1g} nats, tolerance {tol:g}; scored twice, "
+                      f"the same tokens moved by at most {values['repeat_change_max']:.1g})"))
     if padded:
         parts.append(("FAIL", f"scored in right-padded batches of 32 as the trainer scores val "
                       f"(here in fp32), {padded} of {n} val conversations get another loss than "
@@ -176,12 +207,34 @@ def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckR
         values.update(est.values("next_over_current"))
         shift = (f"next-token loss {values['next_loss']:.3g} vs current-token loss "
                  f"{values['current_loss']:.3g} nats/token, a ratio of {verdict.reason}")
-        if verdict.status == "FAIL":
-            shift += (": the model predicts the token it is reading better than the one after "
-                      "it; its training targets were probably not shifted by one")
+        status = verdict.status
+        if status == "FAIL":
+            # an untrained GPT echoes too (its tied embeddings favour the token just read):
+            # unshifted targets show as training having taught the echo
+            taught = (ratio_change(m.current_nll, m.untrained_current_nll, "val conversations")
+                      if len(m.untrained_current_nll) == n else None)
+            if taught is not None:
+                values.update(taught.values("current_loss_vs_untrained"))
+            if taught is not None and taught.high < -float(th["min_echo_taught"]):
+                shift += (f": the model predicts the token it is reading better than the one "
+                          f"after it, and training taught it that (current-token loss "
+                          f"{taught.value:+.0%} against the untrained model, 95% CI "
+                          f"{taught.low:+.0%} to {taught.high:+.0%}); its training targets were "
+                          "probably not shifted by one")
+            else:
+                status = "WARN"
+                shift += (": the model echoes the token it reads better than it predicts the "
+                          "next, as an untrained model does (its tied embeddings favour the "
+                          "token just read)" + (", and training did not teach it that (the "
+                                                f"current-token loss moved {taught.value:+.0%} "
+                                                "against the untrained model): it has not "
+                                                "learned yet (see baselines)"
+                                                if taught is not None else
+                                                "; without the untrained model's losses that "
+                                                "cannot be told from unshifted targets"))
         elif est.low > line:  # past the line, too few conversations to FAIL
             shift += ": the model may echo the token it reads; score more val conversations"
-        parts.append((verdict.status, shift))
+        parts.append((status, shift))
     # no "decisions" for seed pooling: the other parts are no estimates, so a seed group
     # takes the worst member's verdict
     details = {"notes": [
