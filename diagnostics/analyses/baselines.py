@@ -272,8 +272,9 @@ def analyse_baselines(
           f"trigram {values['trigram_val_ce']:.4g} nats/token")
     if bi.status == "FAIL":
         reason = (f"the model has learned no more than which word follows which: {ce}; margin "
-                  f"over the bigram {bi.reason}; train longer, check the learning rate and "
-                  "that the data reach the model")
+                  f"over the bigram {bi.reason}; before training longer, check the learning "
+                  "rate (training_health's update ratios) and that the data reach the model "
+                  "(causality, coverage)")
         return CheckResult(NAME, "FAIL", reason, values, used, details)
     if bi.status != "PASS":
         reason = (f"not conclusively better than a bigram table: {ce}; margin over the bigram "

@@ -281,7 +281,8 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     elif last_drop is not None and last_drop >= min_delta:
         status, verdict = "PASS", "underfitting"
         reason = (f"underfitting: val still falling ({-last_drop:+.4g} in the last epoch) with "
-                  f"a small gap; {nums}, rel_gap {final.reason}: train longer")
+                  f"a small gap; {nums}, rel_gap {final.reason}: train longer (if baselines "
+                  "FAILs, the learning rate or the data come first)")
     else:
         status, verdict = "PASS", "good fit"
         reason = f"good fit: {nums}, rel_gap {final.reason}; gap not widening"
