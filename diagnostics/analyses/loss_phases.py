@@ -318,8 +318,8 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         elif stop.best_epoch == last[0]:
             reason = (f"still improving: val loss {window[1]:.4g} → {last[1]:.4g} over epochs "
                       f"{window[0]}-{last[0]} (EarlyStopping min_delta {th['min_delta']:g}, "
-                      f"patience {int(th['patience'])} never triggered); train more "
-                      f"epochs{tail}")
+                      f"patience {int(th['patience'])} never triggered); train more epochs "
+                      f"(if baselines FAILs, the learning rate or the data come first){tail}")
         else:
             waited = last[0] - stop.best_epoch
             reason = (f"not improving since epoch {stop.best_epoch} (val loss "
