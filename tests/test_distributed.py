@@ -133,7 +133,9 @@ def test_a_sigterm_stopped_ddp_run_resumes_at_the_same_world_size(corpus_file, t
     )
     wait_for_state(proc, tmp_path / "cut", lambda p: p["step"] == hang_step - 1, marker)
     proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
-    time.sleep(0.1)
+    # the workers stay parked until released: give torchrun time to forward the signal on a
+    # loaded machine (0.1 s once let a worker run past the step, under the whole suite at -n 2)
+    time.sleep(1.0)
     release.touch()
     out, err = proc.communicate(timeout=120)
     cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
