@@ -12,5 +12,7 @@ def test_causality(bankllm_run, model, untrained_model, thresholds, diagnose):
 
     run, tok = bankllm_run, bankllm_run.tokenizer
     val = encode_corpus(run.split.val, tok, run.config.block_size, run.config.loss_on)
-    measured = measure_causality(model, val, tok.pad_id, len(tok), untrained=untrained_model)
-    diagnose(analyse_causality(measured, thresholds.for_check(NAME)))
+    th = thresholds.for_check(NAME)
+    measured = measure_causality(model, val, tok.pad_id, len(tok), untrained=untrained_model,
+                                 max_conversations=int(th["max_conversations"]))
+    diagnose(analyse_causality(measured, th))

@@ -181,3 +181,12 @@ def test_an_echo_training_barely_moved_is_not_called_unshifted_targets():
     assert hair.status == "WARN" and "has not learned yet" in hair.reason
     m.untrained_current_nll = [40.0 + i % 2 for i in range(20)]  # cut by 75%
     assert analyse_causality(m, TH).status == "FAIL"
+
+
+def test_at_most_max_conversations_are_measured_evenly_spread(corpus):
+    tok, enc = corpus
+    model = TableModel(enc.ids, len(tok))
+    some = measure_causality(model, enc, tok.pad_id, len(tok), max_conversations=5)
+    assert len(some.next_nll) == 5
+    every = _measure(model, tok, enc)
+    assert some.next_nll[0] == every.next_nll[0] and some.next_nll[-1] == every.next_nll[-1]

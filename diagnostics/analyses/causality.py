@@ -42,6 +42,8 @@ UNCHECKED_WHEN_SKIPPED = (
 DEFAULTS = {
     # nats: a log-probability before the cut may move by rounding only (fp32 sees ~1e-6)
     "max_future_change": 1e-4,
+    # conversations measured (evenly spread over val): each takes four forward passes alone
+    "max_conversations": 300,
     # nats/token: scored alone or inside a right-padded batch, a conversation's loss may
     # differ by rounding only
     "max_padding_change": 1e-4,
@@ -78,29 +80,33 @@ class Measurement:
 
 
 def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int,
-                      vocab_size: int, untrained: torch.nn.Module | None = None, seed: int = 0
-                      ) -> Measurement:
-    """Measure each conversation of ``corpus`` with at least ``MIN_TOKENS`` tokens and a
-    trained target, in fp32 eval mode without autograd, one at a time with the shift done
-    here: the largest absolute change of any log-probability when the same tokens are scored
-    twice, and of any before the middle when every later token is replaced by a random one
-    (seeded); the summed negative log-likelihood of
-    the next and of the current token over the ``loss_mask`` positions. Beside it, the same
-    conversations scored as the trainer scores val (:func:`bankllm.evaluation.
-    per_conversation_losses`: batches of 32, right-padded), and with ``untrained`` (the model
-    the run started from) its current-token loss. ``model(x)`` must return ``(logits, ...)``
-    of shape (B, T, ``vocab_size``)."""
+                      vocab_size: int, untrained: torch.nn.Module | None = None, seed: int = 0,
+                      max_conversations: int | None = None) -> Measurement:
+    """Measure each conversation of ``corpus`` (at most ``max_conversations`` of them, evenly
+    spread over the corpus) with at least ``MIN_TOKENS`` tokens and a trained target, in fp32
+    eval mode without autograd, one at a time with the shift done here: the largest absolute
+    change of any log-probability when the same tokens are scored twice, and of any before
+    the middle when every later token is replaced by a random one (seeded); the summed
+    negative log-likelihood of the next and of the current token over the ``loss_mask``
+    positions. Beside it, the same conversations scored as the trainer scores val
+    (:func:`bankllm.evaluation.per_conversation_losses`: batches of 32, right-padded), and
+    with ``untrained`` (the model the run started from) its current-token loss.
+    ``model(x)`` must return ``(logits, ...)`` of shape (B, T, ``vocab_size``)."""
     from bankllm.evaluation import per_conversation_losses
     from bankllm.precision import inference
 
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    batched = per_conversation_losses(model, corpus, pad_id, precision="fp32")
+    picked = range(len(corpus))
+    if max_conversations is not None and len(corpus) > max_conversations:
+        picked = np.linspace(0, len(corpus) - 1, max_conversations).round().astype(int)
+    picked = sorted(set(int(i) for i in picked))
+    batched = per_conversation_losses(model, corpus, pad_id, precision="fp32", indices=picked)
     out = Measurement()
     with inference(model, "fp32"), (inference(untrained, "fp32") if untrained is not None
                                      else nullcontext()):
-        for ids, mask, (batched_sum, _) in zip(corpus.ids, corpus.loss_mask, batched,
-                                               strict=True):
+        for i in picked:
+            ids, mask, batched_sum = corpus.ids[i], corpus.loss_mask[i], batched[i][0]
             x, mask = ids[:-1].to(device), mask[: len(ids) - 1].to(device).bool()
             if len(x) < MIN_TOKENS or not mask.any():
                 continue
