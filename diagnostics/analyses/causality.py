@@ -136,14 +136,16 @@ def _largest(values: np.ndarray) -> float:
 
 
 def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckResult:
-    """FAIL when a log-probability is not finite; when one moved by more than
-    ``max_future_change`` nats because later tokens changed (the model reads the future);
-    when a conversation's loss scored as the trainer scores val differs from its loss scored
-    alone by more than ``max_padding_change`` nats/token (padding or batching changes the
-    loss); or when predicting the next token is
-    conclusively worse than echoing the current one (``next_over_current`` = summed
-    next-token loss / summed current-token loss, paired over conversations, decided against
-    its one line ``max_next_over_current``). ``m``: :func:`measure_causality`'s."""
+    """FAIL when a log-probability is not finite; when the same tokens scored twice differ by
+    more than ``max_future_change`` nats (random in eval mode); when a log-probability moved
+    by more than that because later tokens changed (the model reads the future); when a
+    conversation's loss scored as the trainer scores val differs from its loss scored alone
+    by more than ``max_padding_change`` nats/token (padding or batching changes the loss); or
+    when predicting the next token is conclusively worse than echoing the current one
+    (``next_over_current`` = summed next-token loss / summed current-token loss, paired over
+    conversations, against its one line ``max_next_over_current``) and training taught that
+    echo (the current-token loss cut by more than ``min_echo_taught`` against the untrained
+    model; otherwise a WARN). ``m``: :func:`measure_causality`'s."""
     th = thresholds
     used = {k: th[k] for k in DEFAULTS}
     n = len(m.future_change)
