@@ -46,21 +46,14 @@ def per_conversation_losses(
             batch = order[start : start + batch_size]
             x, y = collate(corpus, batch, pad_id)
             x, y = x.to(device), y.to(device)
-            logits = model(x)[0]
-            for i, s, n in zip(batch, *row_losses(logits, y), strict=True):
-                out[i] = (s, n)
+            logits = model(x)[0].float()
+            loss = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE_INDEX,
+                                   reduction="none")  # (B, T), 0 where ignored
+            sums = loss.double().sum(dim=1).tolist()
+            counts = (y != IGNORE_INDEX).sum(dim=1).tolist()
+            for i, s, n in zip(batch, sums, counts, strict=True):
+                out[i] = (float(s), int(n))
     return out
-
-
-def row_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], list[int]]:
-    """Each row's summed token cross-entropy (nats, computed in fp32, summed in fp64) and its
-    number of target tokens, for ``logits`` (B, T, V) and ``targets`` (B, T) whose ignored
-    positions are :data:`~bankllm.data.IGNORE_INDEX`."""
-    loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
-                           reduction="none")  # (B, T), 0 where ignored
-    sums = loss.double().sum(dim=1).tolist()
-    counts = (targets != IGNORE_INDEX).sum(dim=1).tolist()
-    return [float(s) for s in sums], [int(n) for n in counts]
 
 
 def continuation_logprobs(
