@@ -276,6 +276,17 @@ def split(bankllm_run: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
+def encoded_split(bankllm_run: Any) -> Any:
+    """``(train, val)``: the run's train and val splits encoded as the trainer encodes them
+    (its tokenizer, ``block_size`` and ``loss_on``), as :class:`bankllm.data.EncodedCorpus`."""
+    from bankllm.data import encode_corpus
+
+    cfg, tok = bankllm_run.config, bankllm_run.tokenizer
+    return tuple(encode_corpus(part, tok, cfg.block_size, cfg.loss_on)
+                 for part in (bankllm_run.split.train, bankllm_run.split.val))
+
+
+@pytest.fixture(scope="session")
 def model(run_path: Path, bankllm_run: Any) -> Any:
     """The run's best model in eval mode (loaded lazily, once per worker)."""
     from bankllm.checkpoints import load_model

@@ -7,18 +7,12 @@ from __future__ import annotations
 from diagnostics.analyses.baselines import NAME, analyse_baselines, ngram_baselines
 
 
-def test_baselines(bankllm_run, model, thresholds, diagnose):
+def test_baselines(bankllm_run, encoded_split, model, thresholds, diagnose):
     """FAIL if the model is conclusively no better than a bigram; WARN short of a trigram."""
-    from bankllm.data import encode_corpus
     from bankllm.evaluation import per_conversation_losses
 
-    run, tok = bankllm_run, bankllm_run.tokenizer
-    cfg = run.config
-
-    def encoded(conversations):
-        return encode_corpus(conversations, tok, cfg.block_size, cfg.loss_on)
-
-    train, val = encoded(run.split.train), encoded(run.split.val)
+    tok = bankllm_run.tokenizer
+    train, val = encoded_split
 
     def plain(enc):
         return [x.tolist() for x in enc.ids], [m.tolist() for m in enc.loss_mask]
@@ -26,4 +20,4 @@ def test_baselines(bankllm_run, model, thresholds, diagnose):
     baselines = ngram_baselines(plain(train), plain(val), len(tok))
     losses = per_conversation_losses(model, val, tok.pad_id, precision="fp32")
     diagnose(analyse_baselines(losses, baselines, thresholds.for_check(NAME),
-                               recorded_val_loss=run.metrics.get("best_val_loss")))
+                               recorded_val_loss=bankllm_run.metrics.get("best_val_loss")))

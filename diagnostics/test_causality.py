@@ -6,13 +6,11 @@ from __future__ import annotations
 from diagnostics.analyses.causality import NAME, analyse_causality, measure_causality
 
 
-def test_causality(bankllm_run, model, untrained_model, thresholds, diagnose):
+def test_causality(tokenizer, encoded_split, model, untrained_model, thresholds, diagnose):
     """FAIL if later tokens or padding change the loss, or echoing beats predicting."""
-    from bankllm.data import encode_corpus
-
-    run, tok = bankllm_run, bankllm_run.tokenizer
-    val = encode_corpus(run.split.val, tok, run.config.block_size, run.config.loss_on)
+    _, val = encoded_split
     th = thresholds.for_check(NAME)
-    measured = measure_causality(model, val, tok.pad_id, len(tok), untrained=untrained_model,
+    measured = measure_causality(model, val, tokenizer.pad_id, len(tokenizer),
+                                 untrained=untrained_model,
                                  max_conversations=int(th["max_conversations"]))
     diagnose(analyse_causality(measured, th))
