@@ -22,7 +22,7 @@ import numpy as np
 
 from diagnostics.analyses._common import epoch_rows, finite
 from diagnostics.decision import Estimate, Verdict, decide, ratio_change, two_samples
-from diagnostics.results import CheckResult, table
+from diagnostics.results import CheckResult, table, worst
 
 NAME = "overfitting"
 ORDER = 30  # place in the report
@@ -36,7 +36,6 @@ DEFAULTS = {
     "min_conversations": 30,  # fewer val conversations never FAIL on their own
 }
 ORDERED = (("rel_gap_pass", "rel_gap_warn"),)
-_ORDER = ("PASS", "WARN", "FAIL")
 
 
 def _pct(x: float) -> str:
@@ -178,11 +177,12 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         if v <= val[best_i] + min_delta:
             break
         rising += 1
-    rise_est = rise_estimate(metrics, rows[best_i], rows[-1]) if rising >= patience else None
-    rise = (_rise_verdict(val[-1] - val[best_i], rise_est, n_val, th)
-            if rising >= patience else None)
+    rise_est = rise = None
+    if rising >= patience:
+        rise_est = rise_estimate(metrics, rows[best_i], rows[-1])
+        rise = _rise_verdict(val[-1] - val[best_i], rise_est, n_val, th)
     for i in range(len(val) - rising, len(val)):
-        status_rows[i] = max(status_rows[i], rise.status if rise else "WARN", key=_ORDER.index)
+        status_rows[i] = worst([status_rows[i], rise.status if rise else "WARN"])
     # widening: least-squares slope of gap over the last widen_epochs epochs
     k = int(th["widen_epochs"])
     slope = float(np.polyfit(ep[-k:], gap[-k:], 1)[0]) if len(ep) >= max(k, 2) else None
