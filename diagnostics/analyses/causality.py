@@ -103,6 +103,10 @@ def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int
     picked = sorted(set(int(i) for i in picked))
     batched = per_conversation_losses(model, corpus, pad_id, precision="fp32", indices=picked)
     out = Measurement()
+
+    def log_probs(scorer: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(scorer(tokens[None])[0][0].float(), dim=-1)  # (T, V)
+
     with inference(model, "fp32"), (inference(untrained, "fp32") if untrained is not None
                                      else nullcontext()):
         for i in picked:
@@ -110,13 +114,12 @@ def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int
             x, mask = ids[:-1].to(device), mask[: len(ids) - 1].to(device).bool()
             if len(x) < MIN_TOKENS or not mask.any():
                 continue
-            logp = torch.log_softmax(model(x[None])[0][0].float(), dim=-1)
-            again = torch.log_softmax(model(x[None])[0][0].float(), dim=-1)
-            out.repeat_change.append(float((logp - again).abs().max()))
+            logp = log_probs(model, x)
+            out.repeat_change.append(float((logp - log_probs(model, x)).abs().max()))
             cut = len(x) // 2
             other = x.clone()
             other[cut:] = torch.randint(0, vocab_size, (len(x) - cut,), generator=gen).to(device)
-            logp_other = torch.log_softmax(model(other[None])[0][0].float(), dim=-1)
+            logp_other = log_probs(model, other)
             out.future_change.append(float((logp[:cut] - logp_other[:cut]).abs().max()))
             nll_next = -logp.gather(1, ids[1:].to(device)[:, None])[:, 0]
             nll_current = -logp.gather(1, x[:, None])[:, 0]
@@ -125,8 +128,7 @@ def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int
             out.tokens.append(int(mask.sum()))
             out.batched_nll.append(batched_sum)
             if untrained is not None:
-                logp0 = torch.log_softmax(untrained(x[None])[0][0].float(), dim=-1)
-                nll0 = -logp0.gather(1, x[:, None])[:, 0]
+                nll0 = -log_probs(untrained, x).gather(1, x[:, None])[:, 0]
                 out.untrained_current_nll.append(float(nll0[mask].double().sum()))
     return out
 
@@ -154,7 +156,7 @@ def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckR
                            "with a trained target to measure", {}, used)
     tokens = np.maximum(np.asarray(m.tokens, dtype=float), 1)
     changes = np.asarray(m.future_change, dtype=float)
-    repeats = np.asarray(m.repeat_change or [0.0] * n, dtype=float)
+    repeats = np.asarray(m.repeat_change, dtype=float)
     padding = np.abs(np.asarray(m.batched_nll, dtype=float)
                      - np.asarray(m.next_nll, dtype=float)) / tokens
     tol, pad_tol = float(th["max_future_change"]), float(th["max_padding_change"])
