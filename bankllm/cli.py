@@ -5,6 +5,8 @@ the concern, named by a ``"module:function"`` handler string and imported only w
 subcommand runs, so ``bankllm --help`` stays fast. Other packages add subcommands through the
 entry-point group :data:`COMMANDS_GROUP`: each entry point is a function that takes the
 subparsers and adds its subparser, with a ``handler`` default like the ones here.
+The commands that train (``trains`` default) restart once with mimalloc preloaded
+(:func:`bankllm.memory.restart_with_allocator`) when run from the command line.
 A :class:`~bankllm.errors.BankLLMError` becomes one ``error:`` line and exit code 2.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from bankllm.errors import EXIT_USAGE, BankLLMError
+from bankllm.memory import restart_with_allocator
 
 DEFAULT_RUN = "runs/latest"
 COMMANDS_GROUP = "bankllm.commands"
@@ -62,7 +65,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "side by side with it in a second process (half the cores); the run's own losses are "
         "those of a run without --ablate",
     )
-    p.set_defaults(handler="bankllm.seed_group:cli_train")
+    p.set_defaults(handler="bankllm.seed_group:cli_train", trains=True)
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -138,7 +141,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parent-running", action="store_true",
                    help="train although the parent is still training (its split, config and "
                    "tokenizer are fixed when it starts); `bankllm train --ablate` uses it")
-    p.set_defaults(handler="bankllm.ablation:cli_ablate")
+    p.set_defaults(handler="bankllm.ablation:cli_ablate", trains=True)
 
 
 def _builtin_commands() -> dict[str, AddCommand]:
@@ -189,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = args.handler.split(":")
     try:
+        if argv is None and getattr(args, "trains", False):
+            restart_with_allocator(sys.orig_argv)  # returns when there is nothing to change
         handler = getattr(importlib.import_module(module_name), func_name)
         return int(handler(args) or 0)
     except BankLLMError as exc:

@@ -199,7 +199,8 @@ def run(args: argparse.Namespace, measured: dict[str, Any] | None = None) -> dic
             {name: training[name]["steps"] for name in measured_ok}, args.threads)
         for name in measured_ok:
             training[name]["peak_rss_mb"] = peaks[name]
-        memory_result = {"status": "ok", "baseline_rss_mb": peaks[memory.BASELINE]}
+        memory_result = {"status": "ok", "baseline_rss_mb": peaks[memory.BASELINE],
+                         "allocator": memory.allocator_name()}
 
     recipe = train_speed.recipe_projection(work, training["naive"], training["bankllm"])
     recipe["measured"] = measured

@@ -7,6 +7,9 @@ pass), and the child reports its own peak (:func:`own_peak_rss_mb`) on its last 
 The figure includes what every such process holds (the interpreter, torch, the workload),
 reported as ``baseline_rss_mb``: the peak of a child that builds the workload and steps nothing.
 
+Each child runs with the allocator ``bankllm train`` would use (mimalloc where installed:
+:func:`bankllm.memory.allocator_preload`), the peer's and the naive pipeline's alike.
+
 The parent cannot read the child's peak from ``os.wait4``: Linux carries the parent's
 high-water mark over fork and exec into the child's ``ru_maxrss``, so every child of a large
 benchmark process would read the benchmark's own peak.
@@ -22,6 +25,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
+from bankllm.memory import allocator_preload
+
 PIPELINES = ("naive", "bankllm", "bankllm_fp32", "peer_bf16", "peer_fp32")
 BASELINE = "none"  # a child that builds the workload and steps no pipeline
 
@@ -34,11 +39,25 @@ def peak_rss_mb(pipeline: str, size: str, data: str | None, warmup: int, steps: 
            str(warmup), "--steps", str(steps), "--threads", str(threads)]
     if data is not None:
         cmd += ["--data", data]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,
+                          env=child_environment())
     words = done.stdout.split()  # the child's last word is its peak
     if done.returncode != 0 or not words:
         return None
     return round(float(words[-1]), 1)
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of a measured child: this one, with the training commands' allocator."""
+    preload = allocator_preload(dict(os.environ))
+    return {**os.environ, **({} if preload is None else {"LD_PRELOAD": preload})}
+
+
+def allocator_name() -> str:
+    """What the measured children allocate with: the preloaded library's file name, or
+    "system" (the C library's malloc)."""
+    preload = child_environment().get("LD_PRELOAD")
+    return os.path.basename(preload.split(":")[0].split()[0]) if preload else "system"
 
 
 def own_peak_rss_mb() -> float:

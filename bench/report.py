@@ -204,7 +204,8 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     memory = result.get("memory", {})
     if memory.get("baseline_rss_mb") is not None:
         console.print(f"peak RSS: each pipeline in a process of its own on the same batches; a "
-                      f"process that steps nothing peaks at {memory['baseline_rss_mb']:,.0f} MB")
+                      f"process that steps nothing peaks at {memory['baseline_rss_mb']:,.0f} MB; "
+                      f"allocator {memory.get('allocator', 'system')}")
 
     summary = Table(title="recipe, generation, parity", show_header=False)
     recipe = result["recipe"]

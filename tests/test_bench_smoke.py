@@ -48,6 +48,7 @@ def test_quick_bench_writes_valid_json_with_every_part(tmp_path):
     assert result["memory"]["status"] == "ok"
     floor = result["memory"]["baseline_rss_mb"]
     assert floor > 0
+    assert result["memory"]["allocator"].startswith("libmimalloc.so")  # as `bankllm train`
     for row in training.values():
         if row["status"] == "ok":
             assert row["peak_rss_mb"] >= floor, row  # a tiny model adds little

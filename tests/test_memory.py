@@ -1,13 +1,16 @@
-"""The trainer bounds oneDNN's per-shape kernel caches (bench/README.md, Memory) unless the
-environment sets them."""
+"""The trainer bounds oneDNN's per-shape kernel caches unless the environment sets them, and
+the training commands run with mimalloc unless told otherwise (bench/README.md, Memory)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
-from bankllm import memory
+from bankllm import cli, memory
+from bankllm.errors import EXIT_USAGE, BankLLMError
 from bankllm.training import Trainer
 
 
@@ -27,3 +30,43 @@ def test_kernel_caches_are_bounded_unless_the_environment_says_otherwise(monkeyp
     assert os.environ["LRU_CACHE_CAPACITY"] == "1024"
     with pytest.raises(ValueError):
         memory.bound_kernel_caches(0)  # ideep crashes on an LRU capacity of 0
+
+
+def test_the_allocator_follows_the_environment(monkeypatch):
+    library = memory.mimalloc_library()
+    assert library is not None and library.is_file()  # a Linux dependency of bankllm
+    assert memory.allocator_preload({}) == str(library)
+    assert memory.allocator_preload({memory.ALLOCATOR_VARIABLE: "mimalloc"}) == str(library)
+    assert memory.allocator_preload({memory.ALLOCATOR_VARIABLE: "system"}) is None
+    # a library the user preloads (or this process already has) stands
+    assert memory.allocator_preload({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) is None
+    with pytest.raises(BankLLMError, match="BANKLLM_ALLOCATOR='tcmalloc'"):
+        memory.allocator_preload({memory.ALLOCATOR_VARIABLE: "tcmalloc"})
+    monkeypatch.setattr(sys, "platform", "darwin")  # no LD_PRELOAD there
+    assert memory.allocator_preload({}) is None
+
+
+_COUNT_MAPPED_MIMALLOC = (
+    "import sys; from bankllm.memory import restart_with_allocator; "
+    "restart_with_allocator(sys.orig_argv); "
+    "print(open('/proc/self/maps').read().count('libmimalloc'))"
+)
+
+
+@pytest.mark.parametrize("allocator, mapped", [("mimalloc", True), ("system", False)])
+def test_a_process_restarts_once_with_mimalloc_mapped(allocator, mapped, monkeypatch):
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setenv(memory.ALLOCATOR_VARIABLE, allocator)
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_MAPPED_MIMALLOC],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()
+    assert len(out) == 1  # printed by one process: restarted at most once
+    assert (int(out[0]) > 0) is mapped
+
+
+def test_the_command_line_names_a_bad_allocator_setting(monkeypatch, capsys):
+    monkeypatch.setenv(memory.ALLOCATOR_VARIABLE, "tcmalloc")
+    monkeypatch.setattr(sys, "argv", ["bankllm", "train", "--set", "epochs=1"])
+    assert cli.main() == EXIT_USAGE
+    assert "BANKLLM_ALLOCATOR" in capsys.readouterr().err
