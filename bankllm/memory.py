@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -54,12 +54,16 @@ def mimalloc_library() -> Path | None:
     return None
 
 
-def allocator_preload(environ: dict[str, str]) -> str | None:
-    """The ``LD_PRELOAD`` value that gives a process started with ``environ`` mimalloc, or None.
+def allocator_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The environment that gives a process started with ``environ`` mimalloc, or None.
 
-    None when nothing is to change: the allocator is set to "system", ``LD_PRELOAD`` is already
-    set (the user's choice, or this process was started with mimalloc), the platform is not
-    Linux, or mimalloc is not installed. An unknown allocator name raises ``BankLLMError``.
+    That is ``environ`` plus ``LD_PRELOAD`` naming mimalloc and, unless ``environ`` sets it,
+    ``MIMALLOC_PURGE_DECOMMITS=0``: freed pages go back with MADV_FREE instead of being
+    decommitted, which doubled the system time and cost ~9% of training speed
+    (bench/README.md, Memory). None when nothing is to change: the allocator is set to
+    "system", ``LD_PRELOAD`` is already set (the user's choice, or this process was started
+    with mimalloc), the platform is not Linux, or mimalloc is not installed. An unknown
+    allocator name raises ``BankLLMError``.
     """
     choice = environ.get(ALLOCATOR_VARIABLE, "mimalloc")
     if choice not in ALLOCATORS:
@@ -70,25 +74,24 @@ def allocator_preload(environ: dict[str, str]) -> str | None:
     if choice == "system" or environ.get("LD_PRELOAD") or not sys.platform.startswith("linux"):
         return None
     library = mimalloc_library()
-    return None if library is None else str(library)
+    if library is None:
+        return None
+    return {"MIMALLOC_PURGE_DECOMMITS": "0", **environ, "LD_PRELOAD": str(library)}
 
 
 def restart_with_allocator(argv: Sequence[str]) -> None:
     """Replace this process by ``argv`` run again with mimalloc preloaded, if it is to be.
 
     An allocator can only be chosen before the process starts, so the training commands
-    restart themselves once through ``exec`` (same process id, same arguments and
-    environment plus ``LD_PRELOAD``), as PyTorch's ``torch.backends.xeon.run_cpu`` launcher
-    does. Returns without doing anything when :func:`allocator_preload` says so. Call it
-    before anything is printed or written. The allocator changes memory, not arithmetic: the
-    losses are the same with either.
+    restart themselves once through ``exec`` (same process id, same arguments, the
+    environment of :func:`allocator_environment`), as PyTorch's
+    ``torch.backends.xeon.run_cpu`` launcher does. Returns without doing anything when that
+    environment is None. Call it before anything is printed or written. The allocator
+    changes memory, not arithmetic: the losses are the same with either.
     """
-    preload = allocator_preload(dict(os.environ))
-    if preload is None:
+    env = allocator_environment(os.environ)
+    if env is None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    # freed pages are given back with MADV_FREE instead of decommitted: decommitting doubled
-    # the system time and cost ~9% of training speed (bench/README.md, Memory)
-    env = {"MIMALLOC_PURGE_DECOMMITS": "0", **os.environ, "LD_PRELOAD": preload}
     os.execve(sys.executable, list(argv), env)

@@ -8,7 +8,7 @@ The figure includes what every such process holds (the interpreter, torch, the w
 reported as ``baseline_rss_mb``: the peak of a child that builds the workload and steps nothing.
 
 Each child runs with the allocator ``bankllm train`` would use (mimalloc where installed:
-:func:`bankllm.memory.allocator_preload`), the peer's and the naive pipeline's alike.
+:func:`bankllm.memory.allocator_environment`), the peer's and the naive pipeline's alike.
 
 The parent cannot read the child's peak from ``os.wait4``: Linux carries the parent's
 high-water mark over fork and exec into the child's ``ru_maxrss``, so every child of a large
@@ -25,7 +25,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
-from bankllm.memory import allocator_preload
+from bankllm.memory import allocator_environment
 
 PIPELINES = ("naive", "bankllm", "bankllm_fp32", "peer_bf16", "peer_fp32")
 BASELINE = "none"  # a child that builds the workload and steps no pipeline
@@ -49,8 +49,7 @@ def peak_rss_mb(pipeline: str, size: str, data: str | None, warmup: int, steps: 
 
 def child_environment() -> dict[str, str]:
     """The environment of a measured child: this one, with the training commands' allocator."""
-    preload = allocator_preload(dict(os.environ))
-    return {**os.environ, **({} if preload is None else {"LD_PRELOAD": preload})}
+    return allocator_environment(os.environ) or dict(os.environ)
 
 
 def allocator_name() -> str:

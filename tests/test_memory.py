@@ -35,15 +35,19 @@ def test_kernel_caches_are_bounded_unless_the_environment_says_otherwise(monkeyp
 def test_the_allocator_follows_the_environment(monkeypatch):
     library = memory.mimalloc_library()
     assert library is not None and library.is_file()  # a Linux dependency of bankllm
-    assert memory.allocator_preload({}) == str(library)
-    assert memory.allocator_preload({memory.ALLOCATOR_VARIABLE: "mimalloc"}) == str(library)
-    assert memory.allocator_preload({memory.ALLOCATOR_VARIABLE: "system"}) is None
+    env = memory.allocator_environment({"HOME": "/h"})
+    assert env == {"HOME": "/h", "LD_PRELOAD": str(library), "MIMALLOC_PURGE_DECOMMITS": "0"}
+    chosen = {memory.ALLOCATOR_VARIABLE: "mimalloc", "MIMALLOC_PURGE_DECOMMITS": "1"}
+    env = memory.allocator_environment(chosen)
+    assert env["LD_PRELOAD"] == str(library)
+    assert env["MIMALLOC_PURGE_DECOMMITS"] == "1"  # a mimalloc option the user sets stands
+    assert memory.allocator_environment({memory.ALLOCATOR_VARIABLE: "system"}) is None
     # a library the user preloads (or this process already has) stands
-    assert memory.allocator_preload({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) is None
+    assert memory.allocator_environment({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) is None
     with pytest.raises(BankLLMError, match="BANKLLM_ALLOCATOR='tcmalloc'"):
-        memory.allocator_preload({memory.ALLOCATOR_VARIABLE: "tcmalloc"})
+        memory.allocator_environment({memory.ALLOCATOR_VARIABLE: "tcmalloc"})
     monkeypatch.setattr(sys, "platform", "darwin")  # no LD_PRELOAD there
-    assert memory.allocator_preload({}) is None
+    assert memory.allocator_environment({}) is None
 
 
 _COUNT_MAPPED_MIMALLOC = (
