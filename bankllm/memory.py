@@ -62,8 +62,10 @@ def allocator_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
     decommitted, which doubled the system time and cost ~9% of training speed
     (bench/README.md, Memory). None when nothing is to change: the allocator is set to
     "system", ``LD_PRELOAD`` is already set (the user's choice, or this process was started
-    with mimalloc), the platform is not Linux, or mimalloc is not installed. An unknown
-    allocator name raises ``BankLLMError``.
+    with mimalloc), the process is a torchrun worker (``LOCAL_RANK`` set: one DDP worker with
+    mimalloc aborted at exit, "terminate called without an active exception", in a CI run;
+    not understood yet, so DDP keeps the C library's malloc), the platform is not Linux, or
+    mimalloc is not installed. An unknown allocator name raises ``BankLLMError``.
     """
     choice = environ.get(ALLOCATOR_VARIABLE, "mimalloc")
     if choice not in ALLOCATORS:
@@ -71,7 +73,8 @@ def allocator_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
             f"environment variable {ALLOCATOR_VARIABLE}={choice!r}: set it to one of "
             f"{', '.join(ALLOCATORS)} or unset it"
         )
-    if choice == "system" or environ.get("LD_PRELOAD") or not sys.platform.startswith("linux"):
+    if (choice == "system" or environ.get("LD_PRELOAD") or "LOCAL_RANK" in environ
+            or not sys.platform.startswith("linux")):
         return None
     library = mimalloc_library()
     if library is None:

@@ -42,6 +42,7 @@ def test_the_allocator_follows_the_environment(monkeypatch):
     assert env["LD_PRELOAD"] == str(library)
     assert env["MIMALLOC_PURGE_DECOMMITS"] == "1"  # a mimalloc option the user sets stands
     assert memory.allocator_environment({memory.ALLOCATOR_VARIABLE: "system"}) is None
+    assert memory.allocator_environment({"LOCAL_RANK": "0"}) is None  # torchrun workers
     # a library the user preloads (or this process already has) stands
     assert memory.allocator_environment({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) is None
     with pytest.raises(BankLLMError, match="BANKLLM_ALLOCATOR='tcmalloc'"):
