@@ -38,7 +38,6 @@ from bankllm.data import Split, file_sha256, load_conversations
 from bankllm.errors import BankLLMError
 from bankllm.fileio import (
     atomic_write,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     load_schema,
@@ -94,15 +93,18 @@ def gpt_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
 def save_weights(
     model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None
 ) -> None:
-    """Write the model's weights as safetensors, atomically (tied copies stored once)."""
-    from safetensors.torch import save
+    """Write the model's weights as safetensors, atomically (tied copies stored once).
+
+    Written from the tensors' memory into the file (``save_file``), not through a ``bytes``
+    copy of the whole model, which would add its size to the training process's peak RSS."""
+    from safetensors.torch import save_file
 
     tensors = {
         k: v.detach().contiguous().cpu()
         for k, v in model.state_dict().items()
         if k not in TIED_KEYS
     }
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:

@@ -19,8 +19,10 @@ from bankllm.errors import BankLLMError
 ALLOCATOR_VARIABLE = "BANKLLM_ALLOCATOR"
 ALLOCATORS = ("mimalloc", "system")
 
-#: kernels kept per cache: the few shapes of one step (about 22 kernels each) with room to spare
-KERNEL_CACHE_CAPACITY = 64
+#: kernels kept per cache. Each cached kernel holds some 100s of KiB; at 64 entries the
+#: evaluation's new shapes alone grew the default recipe's RSS by ~150 MB, at 16 by none, and
+#: rebuilding an evicted kernel (~1.5 ms) did not slow steps measurably (bench/README.md, Memory)
+KERNEL_CACHE_CAPACITY = 16
 #: oneDNN's primitive cache and ideep's (PyTorch's oneDNN wrapper) LRU cache: 1,024 each by
 #: default, each kernel some 100s of KiB, one set per input shape (length bucketing: 69 shapes
 #: in the default recipe)
