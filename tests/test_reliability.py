@@ -304,6 +304,7 @@ def test_best_checkpoint_is_not_replaced_by_a_worse_a_nonfinite_or_a_failed_save
 
     monkeypatch.setattr(training, "evaluate", evaluate)
     monkeypatch.setattr(fileio, "atomic_write", disk_full_for_weights)
+    monkeypatch.setattr(ckpt, "atomic_write", disk_full_for_weights)  # its own import
     with pytest.raises(OSError, match="No space left"):
         trainer.train()
 

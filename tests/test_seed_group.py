@@ -164,3 +164,33 @@ def test_update_from_a_group_records_the_seed_spread(group, tmp_path, capsys):
     finally:
         metrics.write_text(before)
         cache.unlink()
+
+
+def test_a_group_frees_each_member_before_the_next_starts(tmp_path, monkeypatch):
+    """Members train one after the other in one process: a member's model, optimizer state
+    and kernels must be gone before the next member builds its own, or the group's peak
+    memory grows with every seed."""
+    import weakref
+
+    from bankllm import training
+    from tests.conftest import make_conversations
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(c) + "\n" for c in make_conversations()))
+    config = tmp_path / "tiny.toml"
+    config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in TINY.items()))
+    made: list[weakref.ref] = []
+    alive_when_built: list[list[bool]] = []
+    real_init = training.Trainer.__init__
+
+    def init(self, *args, **kwargs):
+        alive_when_built.append([ref() is not None for ref in made])
+        made.append(weakref.ref(self))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.Trainer, "__init__", init)
+    code = main(["train", "--seeds", "0", "1", "2", "--name", "g", "--runs-dir",
+                 str(tmp_path / "runs"), "--config", str(config), "--data", str(corpus),
+                 "--quiet"])
+    assert code == 0
+    assert alive_when_built == [[], [False], [False, False]]
