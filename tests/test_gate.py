@@ -452,8 +452,14 @@ def test_a_group_report_gives_the_reference_members_outcomes(tmp_path):
 def test_old_missing_or_malformed_baselines_have_no_check_outcomes(baseline, tmp_path):
     from diagnostics.gate import read_check_outcomes
 
-    committed = Path(__file__).resolve().parents[1] / "reports" / "baseline.json"
+    # the committed baseline as it was before check outcomes existed: the field left out
+    committed = json.loads(
+        (Path(__file__).resolve().parents[1] / "reports" / "baseline.json").read_text())
+    committed.pop("check_outcomes", None)
+    committed.pop("check_outcomes_report", None)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(committed))
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    for path in (committed, baseline, tmp_path / "missing.json", bad):
+    for path in (old, baseline, tmp_path / "missing.json", bad):
         assert read_check_outcomes(path) is None
