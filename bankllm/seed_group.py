@@ -16,7 +16,6 @@ This module is the ``bankllm train`` handler: without ``--seeds`` it hands over 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,9 +126,6 @@ def train_group(args: Any) -> int:
         member.data = None
         member.overrides = [*overrides, f"seed={seed}", f"split_seed={split_seed}"]
         code = training.cli_train(member)
-        # a trainer sits in reference cycles (its scheduler's lr function refers back to it):
-        # free this member's model and optimizer state before the next one builds its own
-        gc.collect()
         if main:  # the member pointed <group>/latest at itself: the group's latest is runs/
             (group_dir / "latest").unlink(missing_ok=True)
         if code != 0:

@@ -175,8 +175,11 @@ class Trainer:
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, ids)
         self.optimizer = make_optimizer(self.model, cfg, self.device)
         self.update_groups = update_groups(self.model)
+        # the schedule captures the step count, not ``self``: a trainer in no reference cycle is
+        # freed as soon as it is dropped (a seed group trains its members in one process)
+        total_steps = self.total_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_at(step, self.total_steps, cfg) / cfg.lr
+            self.optimizer, lambda step: lr_at(step, total_steps, cfg) / cfg.lr
         )
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
         self.epoch_loss_sum, self.epoch_tokens, self.epoch_seconds = 0.0, 0, 0.0

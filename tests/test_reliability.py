@@ -303,8 +303,7 @@ def test_best_checkpoint_is_not_replaced_by_a_worse_a_nonfinite_or_a_failed_save
         return real_write(path, half_then_enospc)
 
     monkeypatch.setattr(training, "evaluate", evaluate)
-    monkeypatch.setattr(fileio, "atomic_write", disk_full_for_weights)
-    monkeypatch.setattr(ckpt, "atomic_write", disk_full_for_weights)  # its own import
+    monkeypatch.setattr(ckpt, "atomic_write", disk_full_for_weights)  # writes best weights
     with pytest.raises(OSError, match="No space left"):
         trainer.train()
 
