@@ -86,14 +86,25 @@ def setup(device_type: str) -> Context:
     return Context(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
+# The last barrier's Work, released by the interpreter itself at exit; see :func:`teardown`.
+_final_barrier: list[dist.Work] = []
+
+
 def teardown(ctx: Context) -> None:
     """Leave the process group once every process is done with it.
 
     Without the barrier a process that finishes first tears down its gloo connections while
     another is still writing the run; its gloo threads then abort the process at exit
     ("terminate called without an active exception", SIGABRT) and torchrun fails the job.
+
+    The barrier's Work is kept referenced here, so the main thread frees it, not a gloo worker
+    thread: it holds the earlier all-reduces, whose tensors are Python objects, and a gloo
+    thread that frees them needs the GIL; if the interpreter has begun finalizing by then,
+    Python ends that thread and std::terminate aborts the process (pytorch/pytorch#190489).
     """
     if ctx.is_distributed and dist.is_initialized():
         with contextlib.suppress(RuntimeError):  # a peer already failed: torchrun says which
-            dist.barrier()
+            work = dist.barrier(async_op=True)
+            _final_barrier.append(work)
+            work.wait()
         dist.destroy_process_group()

@@ -64,12 +64,8 @@ def allocator_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
     decommitted, which doubled the system time and cost ~9% of training speed
     (bench/README.md, Memory). None when nothing is to change: the allocator is set to
     "system", ``LD_PRELOAD`` is already set (the user's choice, or this process was started
-    with mimalloc), the process is a torchrun worker (``LOCAL_RANK`` set: with mimalloc, rank
-    1 of a plain two-process DDP run aborted at exit, "terminate called without an active
-    exception", in 1 of 4 runs of the slow tests at ``-n 2``: the gloo teardown race that
-    :func:`bankllm.distributed.teardown`'s barrier closes under the C library's malloc, not
-    yet closed under mimalloc's timing, so DDP keeps malloc), the platform is not Linux, or
-    mimalloc is not installed. An unknown allocator name raises ``BankLLMError``.
+    with mimalloc), the platform is not Linux, or mimalloc is not installed. An unknown
+    allocator name raises ``BankLLMError``.
     """
     choice = environ.get(ALLOCATOR_VARIABLE, "mimalloc")
     if choice not in ALLOCATORS:
@@ -77,8 +73,7 @@ def allocator_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
             f"environment variable {ALLOCATOR_VARIABLE}={choice!r}: set it to one of "
             f"{', '.join(ALLOCATORS)} or unset it"
         )
-    if (choice == "system" or environ.get("LD_PRELOAD") or "LOCAL_RANK" in environ
-            or not sys.platform.startswith("linux")):
+    if choice == "system" or environ.get("LD_PRELOAD") or not sys.platform.startswith("linux"):
         return None
     library = mimalloc_library()
     if library is None:

@@ -42,7 +42,8 @@ def test_the_allocator_follows_the_environment(monkeypatch):
     assert env["LD_PRELOAD"] == str(library)
     assert env["MIMALLOC_PURGE_DECOMMITS"] == "1"  # a mimalloc option the user sets stands
     assert memory.allocator_environment({memory.ALLOCATOR_VARIABLE: "system"}) is None
-    assert memory.allocator_environment({"LOCAL_RANK": "0"}) is None  # torchrun workers
+    torchrun_worker = memory.allocator_environment({"LOCAL_RANK": "1"})
+    assert torchrun_worker is not None and torchrun_worker["LD_PRELOAD"] == str(library)
     # a library the user preloads (or this process already has) stands
     assert memory.allocator_environment({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) is None
     with pytest.raises(BankLLMError, match="BANKLLM_ALLOCATOR='tcmalloc'"):
