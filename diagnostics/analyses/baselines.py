@@ -271,19 +271,19 @@ def analyse_baselines(
     ce = (f"model val CE {values['model_val_ce']:.4g} vs bigram {values['bigram_val_ce']:.4g}, "
           f"trigram {values['trigram_val_ce']:.4g} nats/token")
     if bi.status == "FAIL":
-        reason = (f"the model has learned no more than which word follows which: {ce}; margin "
-                  f"over the bigram {bi.reason}; before training longer, check the learning "
+        reason = (f"the model has learned no more than which word follows which: {ce}; (model - "
+                  f"bigram) / bigram {bi.reason}; before training longer, check the learning "
                   "rate (training_health's update ratios) and that the data reach the model "
                   "(causality, coverage)")
         return CheckResult(NAME, "FAIL", reason, values, used, details)
     if bi.status != "PASS":
-        reason = (f"not conclusively better than a bigram table: {ce}; margin over the bigram "
-                  f"{bi.reason}")
+        reason = (f"not conclusively better than a bigram table: {ce}; (model - bigram) / "
+                  f"bigram {bi.reason}")
         return CheckResult(NAME, "WARN", reason, values, used, details)
     if tri.status != "PASS":
         reason = (f"beats the bigram but not conclusively a trigram table (the model uses "
-                  f"little more than the last two words): {ce}; margin over the trigram "
-                  f"{tri.reason}")
+                  f"little more than the last two words): {ce}; (model - trigram) / "
+                  f"trigram {tri.reason}")
         return CheckResult(NAME, "WARN", reason, values, used, details)
-    reason = f"beats every n-gram baseline: {ce}; margin over the trigram {tri.reason}"
+    reason = f"beats every n-gram baseline: {ce}; (model - trigram) / trigram {tri.reason}"
     return CheckResult(NAME, "PASS", reason, values, used, details)
