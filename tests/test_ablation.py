@@ -192,12 +192,22 @@ def test_analyse_ablation_with_three_sizes_fits_alpha_and_plots(tmp_path):
     assert not list(png.parent.glob(".*.tmp"))
 
 
-def test_still_improving_parent_adds_the_under_training_note():
+def test_still_improving_parent_adds_the_training_budget_note():
     pts = [{"fraction": 0.5, "n_train": 400, "best_val_loss": 0.15}]
-    note = "under-training"
+    note = "neither had converged"
     assert note not in " ".join(analyse_ablation(0.1, 800, pts, TH).details["notes"])
     r = analyse_ablation(0.1, 800, pts, TH, parent_still_improving=True)
     assert note in " ".join(r.details["notes"])
+
+
+def test_less_data_not_hurting_an_unconverged_run_is_not_called_saturation():
+    pts = [{"fraction": 0.5, "n_train": 400, "best_val_loss": 0.095}]
+    paired = _paired(-0.05, 0.05)
+    converged = analyse_ablation(0.1, 800, pts, TH, paired=paired)
+    assert converged.status == "WARN" and "saturated" in converged.reason
+    still = analyse_ablation(0.1, 800, pts, TH, paired=paired, parent_still_improving=True)
+    assert still.status == "WARN" and "saturated" not in still.reason
+    assert "train longer" in still.reason, still.reason
 
 
 def test_analyse_ablation_skips_or_fails_without_a_usable_half():

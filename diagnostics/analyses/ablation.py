@@ -128,8 +128,10 @@ def analyse_ablation(
     ``fraction`` is required (SKIP without it). ``thresholds``: ``rel_pass``, ``rel_warn``.
     ``em_val``: optional exact-match rate on val by fraction (1.0 = parent), reported only.
     With >= 3 distinct sizes (parent included) the data-scaling fit is added.
-    ``parent_still_improving`` (best epoch = last epoch) adds a note: at equal epochs the
-    smaller run also took fewer optimizer steps, so part of the increase is under-training.
+    ``parent_still_improving`` (best epoch = last epoch) adds a note: the ablation takes as
+    many optimizer steps as the parent (``bankllm.ablation``), so neither run had converged and
+    the comparison holds at this training budget; a negative change is then not read as
+    saturation.
     ``paired``: the paired relative change of the two models' val losses over val
     conversations (:func:`diagnostics.decision.ratio_change`); with it the verdict follows its
     interval by the shared rule (pass line ``rel_pass``, fail line ``rel_warn``, a whole
@@ -176,9 +178,10 @@ def analyse_ablation(
     notes = [f"chapter predicted ~{CHAPTER_PREDICTION:.0%} loss increase on half the data; "
              f"measured {rel:+.1%}"]
     if parent_still_improving:
-        notes.append(f"the parent's val loss was still falling at its last epoch: with the same "
-                     f"epochs the {fraction:.0%} run took {fraction:.0%} of the optimizer steps, "
-                     "so part of rel_increase is under-training, not data")
+        notes.append("the parent's val loss was still falling at its last epoch: the "
+                     f"{fraction:.0%} run took as many optimizer steps, so neither had converged "
+                     "and rel_increase compares the data at this training budget; a longer "
+                     "recipe can change it")
     if finite(em.get(1.0)) and finite(em.get(fraction)):
         notes.append(f"EM_val (greedy exact match on val agent turns): {em[1.0]:.1%} with all "
                      f"the data, {em[fraction]:.1%} with {fraction:.0%}")
@@ -218,6 +221,11 @@ def analyse_ablation(
                      "alone never FAILs")
     if status == "PASS":
         reason = f"{measured}: data scaling as expected"
+    elif rel < 0 and parent_still_improving:
+        reason = (f"{measured}: less data did not hurt at this training budget — the parent "
+                  "was still improving, so the data was not yet what limited it: train longer "
+                  "(loss_phases) and ablate again; or val leaks into train (see the leakage "
+                  "check)")
     elif rel < 0:
         reason = (f"{measured}: less data did not hurt — the model is saturated on this "
                   "corpus, or val leaks into train (see the leakage check)")
