@@ -4,20 +4,19 @@ FAIL."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bankllm import checkpoints
 from bankllm.checkpoints import load_model, load_run
-from bankllm.config import TrainConfig
 from bankllm.data import encode_corpus
 from bankllm.evaluation import per_conversation_losses
 from bankllm.training import Trainer
 from diagnostics.analyses.checkpoint import NAME, analyse_checkpoint
 from diagnostics.thresholds import Thresholds
-from tests.conftest import make_conversations
+from tests.conftest import make_tiny_config, write_corpus
 
 TH = Thresholds().for_check(NAME)
 
@@ -81,11 +80,7 @@ def _rescore(run_dir: Path) -> tuple[list[tuple[float, int]], dict]:
 
 def _train(root: Path) -> Path:
     root.mkdir()
-    corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps(c) + "\n" for c in make_conversations()))
-    cfg = TrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, dropout=0.0,
-                      data=str(corpus), epochs=3, batch_size=8, micro_batch_size=4, lr=3e-3,
-                      min_lr=3e-4, precision="fp32", threads=1)
+    cfg = replace(make_tiny_config(write_corpus(root / "corpus.jsonl")), epochs=3)
     assert Trainer(cfg, root / "run", show_progress=False, log=lambda _: None).train() == 0
     return root / "run"
 
