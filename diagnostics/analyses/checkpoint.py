@@ -23,16 +23,14 @@ from diagnostics.results import CheckResult, table, worst
 NAME = "checkpoint"
 ORDER = 14  # after causality: whether the weights every later check loads are the best ones
 DEFAULTS = {
-    # |rescored / recorded - 1| of the summed val loss. Rescoring the same weights in the same
-    # precision agrees to within 0.02% (bf16 against fp32 kernels included); PASS up to
+    # |rescored / recorded - 1| of each part's summed loss. Rescoring the same weights in the
+    # same precision agrees to within 0.02% (bf16 against fp32 kernels included); PASS up to
     # 0.1%, FAIL above 0.5%, WARN between (other threads or kernels may move bf16 sums a
     # little, never by half a percent).
     "rel_pass": 0.001,
     "rel_fail": 0.005,
 }
 ORDERED = (("rel_pass", "rel_fail"),)
-
-
 PARTS = ("val", "train_eval")  # the splits training scores every epoch (metrics.json)
 
 
