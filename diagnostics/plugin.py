@@ -275,15 +275,26 @@ def split(bankllm_run: Any) -> Any:
     return bankllm_run.split
 
 
-@pytest.fixture(scope="session")
-def encoded_split(bankllm_run: Any) -> Any:
-    """``(train, val)``: the run's train and val splits encoded as the trainer encodes them
-    (its tokenizer, ``block_size`` and ``loss_on``), as :class:`bankllm.data.EncodedCorpus`."""
+def _encoded(bankllm_run: Any, conversations: Any) -> Any:
+    """``conversations`` encoded as the trainer encodes them (the run's tokenizer,
+    ``block_size`` and ``loss_on``), as :class:`bankllm.data.EncodedCorpus`."""
     from bankllm.data import encode_corpus
 
-    cfg, tok = bankllm_run.config, bankllm_run.tokenizer
-    return tuple(encode_corpus(part, tok, cfg.block_size, cfg.loss_on)
+    cfg = bankllm_run.config
+    return encode_corpus(conversations, bankllm_run.tokenizer, cfg.block_size, cfg.loss_on)
+
+
+@pytest.fixture(scope="session")
+def encoded_split(bankllm_run: Any) -> Any:
+    """``(train, val)``: the run's train and val splits encoded as the trainer encodes them."""
+    return tuple(_encoded(bankllm_run, part)
                  for part in (bankllm_run.split.train, bankllm_run.split.val))
+
+
+@pytest.fixture(scope="session")
+def encoded_train_eval(bankllm_run: Any) -> Any:
+    """The run's ``train_eval`` conversations encoded as the trainer encodes them."""
+    return _encoded(bankllm_run, bankllm_run.split.train_eval)
 
 
 @pytest.fixture(scope="session")
