@@ -210,6 +210,35 @@ def test_less_data_not_hurting_an_unconverged_run_is_not_called_saturation():
     assert "train longer" in still.reason, still.reason
 
 
+def test_an_interval_reaching_below_zero_warns_as_inconclusive_not_as_expected_scaling():
+    """The expected band is 0 to rel_pass: a small val set whose paired change spans 0 has not
+    shown that less data hurt at all, whatever side of 0 its point value lies on."""
+    pts = [{"fraction": 0.5, "n_train": 400, "best_val_loss": 0.09}]
+    for rel in (-0.10, 0.05):
+        small = analyse_ablation(0.1, 800, pts, TH, paired=_paired(rel, 0.3, n=4))
+        assert small.values["paired_rel_increase_ci95_low"] < 0 < small.values[
+            "paired_rel_increase_ci95_high"]
+        assert small.status == "WARN", small.reason
+        assert "inconclusive whether less data hurt" in small.reason, small.reason
+        assert "saturated" not in small.reason and "as expected" not in small.reason
+    healthy = analyse_ablation(0.1, 800, pts, TH, paired=_paired(0.10, 0.05))
+    assert healthy.status == "PASS", healthy.reason
+    # both edges are recorded, so a seed group pools each
+    assert set(healthy.details["decisions"]) == {"paired_rel_increase",
+                                                 "paired_rel_increase_above_zero"}
+
+
+def test_a_seed_group_whose_pooled_change_is_below_zero_warns():
+    from diagnostics.seeds import combine_seeds
+
+    pts = [{"fraction": 0.5, "n_train": 400, "best_val_loss": 0.095}]
+    members = [analyse_ablation(0.1, 800, pts, TH, paired=_paired(-0.05, 0.05, n=90 + k))
+               for k in range(3)]
+    assert all(m.status == "WARN" for m in members)
+    pooled = combine_seeds(members, ["seed-0", "seed-1", "seed-2"])
+    assert pooled.status == "WARN", pooled.reason
+
+
 def test_analyse_ablation_skips_or_fails_without_a_usable_half():
     assert analyse_ablation(0.1, 800, [], TH).status == "SKIP"
     assert analyse_ablation(None, 800, [], TH).status == "SKIP"

@@ -19,7 +19,7 @@ import numpy as np
 
 from diagnostics.analyses._common import finite
 from diagnostics.decision import Estimate, decide
-from diagnostics.results import CheckResult, table
+from diagnostics.results import CheckResult, table, worst
 
 NAME = "ablation"
 ORDER = 80  # place in the report
@@ -134,8 +134,10 @@ def analyse_ablation(
     saturation.
     ``paired``: the paired relative change of the two models' val losses over val
     conversations (:func:`diagnostics.decision.ratio_change`); with it the verdict follows its
-    interval by the shared rule (pass line ``rel_pass``, fail line ``rel_warn``, a whole
-    interval below 0 is a WARN), without it the point value is banded and never FAILs.
+    interval by the shared rule against both edges of the expected band: pass line
+    ``rel_pass`` and fail line ``rel_warn`` above, and 0 below (an interval reaching below 0
+    WARNs: less data may not have hurt; it never FAILs); without it the point value is banded
+    and never FAILs.
     """
     rel_pass, rel_warn = float(thresholds["rel_pass"]), float(thresholds["rel_warn"])
     used = {"rel_pass": rel_pass, "rel_warn": rel_warn, "fraction": fraction}
@@ -154,11 +156,15 @@ def analyse_ablation(
         return CheckResult(NAME, "FAIL", f"the {fraction:g} ablation has no finite best val loss "
                            f"({l50!r}): it diverged or stopped; see its metrics.json", {}, used)
     rel = (l50 - l100) / l100
-    verdict = None
+    verdict = hurt = None
     if paired is not None:
         verdict = decide(paired, pass_line=rel_pass, fail_line=rel_warn, higher_is_better=False,
                          fmt="{:+.1%}".format)
-        status = "WARN" if paired.high < 0 else verdict.status
+        # the expected band is 0 to rel_pass: its lower edge is a pass line too, and a change
+        # below it is a WARN (saturation or leakage), never a FAIL (-100% is the floor)
+        hurt = decide(paired, pass_line=0.0, fail_line=-1.0, higher_is_better=True,
+                      fmt="{:+.1%}".format)
+        status = worst([verdict.status, hurt.status])
     else:
         status = band(rel, rel_pass, rel_warn)
         status = "WARN" if status == "FAIL" else status
@@ -210,7 +216,9 @@ def analyse_ablation(
                           "rel. increase vs 100%", "EM_val"], rows)],
         "notes": notes,
         "fit": asdict(fit) if fit is not None else None,
-        "decisions": {"paired_rel_increase": verdict.rule} if verdict is not None else {},
+        "decisions": {"paired_rel_increase": verdict.rule,
+                      "paired_rel_increase_above_zero": hurt.rule}
+        if verdict is not None and hurt is not None else {},
     }
     measured = (f"best val loss {l50:.4f} on {fraction:.0%} of the data vs {l100:.4f} on all: "
                 f"{rel:+.1%} (chapter: ~{CHAPTER_PREDICTION:+.0%})")
@@ -219,14 +227,21 @@ def analyse_ablation(
     else:
         measured += ("; no per-conversation losses to pair, so no interval: a point value "
                      "alone never FAILs")
+    # with an interval, "less data did not hurt" needs all of it below 0
+    lower = paired.high < 0 if paired is not None else rel < 0
     if status == "PASS":
         reason = f"{measured}: data scaling as expected"
-    elif rel < 0 and parent_still_improving:
+    elif paired is not None and hurt is not None and paired.low < 0 <= paired.high \
+            and status != "FAIL":
+        settle = hurt.reason.partition("inconclusive; ")[2]
+        reason = (f"{measured}; the interval reaches below +0.0%: inconclusive whether less "
+                  f"data hurt at all" + (f" ({settle})" if settle else ""))
+    elif lower and parent_still_improving:
         reason = (f"{measured}: less data did not hurt at this training budget — the parent "
                   "was still improving, so the data was not yet what limited it: train longer "
                   "(loss_phases) and ablate again; or val leaks into train (see the leakage "
                   "check)")
-    elif rel < 0:
+    elif lower:
         reason = (f"{measured}: less data did not hurt — the model is saturated on this "
                   "corpus, or val leaks into train (see the leakage check)")
     elif status == "WARN":
