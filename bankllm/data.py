@@ -53,6 +53,28 @@ def load_conversations(path: str | Path) -> list[dict[str, Any]]:
     return conversations
 
 
+def opening_messages(conversations: Sequence[dict[str, Any]],
+                     min_share: float = 0.5) -> list[dict[str, str]]:
+    """The messages before the first customer turn (a system prompt, an agent greeting) that
+    open more than ``min_share`` of ``conversations``, role and content identical: what a
+    prompt of one customer message should start with to look like the conversations a model
+    was trained on. [] when no opening is that common (none, or one that varies)."""
+    counts: Counter[tuple[tuple[str, str], ...]] = Counter()
+    for conv in conversations:
+        head = []
+        for message in conv["messages"]:
+            if message["role"] == "customer":
+                break
+            head.append((message["role"], message["content"]))
+        counts[tuple(head)] += 1
+    if not counts:
+        return []
+    head, n = counts.most_common(1)[0]
+    if not head or n <= min_share * len(conversations):
+        return []
+    return [{"role": role, "content": content} for role, content in head]
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes: the data hash runs and baselines are keyed by."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -52,11 +52,14 @@ DEFAULT_MAX_NEW_TOKENS = 64  # bankllm generate's default
 WORD_PATTERN = r"[a-z]+(?:'[a-z]+)*|\d|[^\sa-z\d]"
 
 # Chat template: messages -> bankllm's prompt ``<bos> <customer> ... <agent>``. HF's "user" and
-# "assistant" roles are bankllm's "customer" and "agent"; bankllm's own names work too.
-CHAT_TEMPLATE = (
+# "assistant" roles are bankllm's "customer" and "agent"; bankllm's own names work too. Messages
+# that start with the customer get the run's opening first (Tokenizer.encode_prompt), written
+# into the template as a string literal; {opening} is where it goes.
+_CHAT_TEMPLATE = (
     "{%- set markers = {'user': '<customer>', 'customer': '<customer>', "
     "'assistant': '<agent>', 'agent': '<agent>', 'system': '<system>'} -%}"
     "{{- bos_token -}}"
+    "{opening}"
     "{%- for message in messages -%}"
     "{%- if message['role'] not in markers -%}"
     "{{- raise_exception('unknown role ' + message['role'] + "
@@ -66,6 +69,20 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- ' <agent>' -}}{%- endif -%}"
 )
+
+
+def chat_template(tokenizer: Tokenizer) -> str:
+    """The Jinja chat template that builds ``tokenizer.encode_prompt``'s prompt from messages,
+    the tokenizer's opening included."""
+    if not tokenizer.opening:
+        return _CHAT_TEMPLATE.replace("{opening}", "")
+    text = "".join(f" {ROLE_TOKENS[m['role']]} {m['content']}" for m in tokenizer.opening)
+    # a JSON string is a Jinja string literal when its non-ASCII characters are left as they are
+    literal = json.dumps(text, ensure_ascii=False)
+    return _CHAT_TEMPLATE.replace(
+        "{opening}",
+        "{%- if messages and messages[0]['role'] in ('user', 'customer') -%}"
+        f"{{{{- {literal} -}}}}{{%- endif -%}}")
 
 
 # ----------------------------------------------------------------------------------- model
@@ -211,7 +228,7 @@ def tokenizer_files(tokenizer: Tokenizer, block_size: int) -> dict[str, Any]:
         "padding_side": "left",
         "clean_up_tokenization_spaces": False,
         "model_input_names": ["input_ids", "attention_mask"],
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template(tokenizer),
     }
     return {
         "tokenizer_config.json": config,
@@ -226,6 +243,11 @@ def model_card(run_dir: Path, model: GPT, tokenizer: Tokenizer, best: Any) -> st
     """The export's README.md: what the model is, how to build its prompt and decode."""
     cfg = model.config
     ids = tokenizer.encode_prompt([{"role": "customer", "content": "what is my savings balance?"}])
+    opening = "".join(f" {ROLE_TOKENS[m['role']]} {m['content']}" for m in tokenizer.opening)
+    opening_note = "" if not tokenizer.opening else (
+        "\n\nThe training conversations open with the messages before `<customer>` above; the "
+        "chat template puts them first when the messages start with the user (pass a system "
+        "message of your own to replace them).")
     best_line = ""
     if isinstance(best, dict) and isinstance(best.get("val_loss"), int | float):
         best_line = f" Best validation loss {best['val_loss']:.4f} (epoch {best.get('epoch')})."
@@ -253,10 +275,10 @@ The tokenizer is word level: text is lower-cased and split into words, single di
 single punctuation marks (`"$2,450.32"` is `$ 2 , 4 5 0 . 3 2`); unknown words are `<unk>`.
 It adds no `<bos>` of its own. A prompt is written out as
 
-    <bos> <customer> what is my savings balance? <agent>
+    <bos>{opening} <customer> what is my savings balance? <agent>
 
 (ids `{ids}`) or built from messages by the chat template (`user` is `<customer>`,
-`assistant` is `<agent>`, `system` is `<system>`):
+`assistant` is `<agent>`, `system` is `<system>`).{opening_note}
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -39,14 +39,23 @@ def normalise_text(text: str) -> str:
 
 
 class Tokenizer:
-    """A fixed vocabulary mapping words to ids; ids 0..6 are the special tokens."""
+    """A fixed vocabulary mapping words to ids; ids 0..6 are the special tokens.
 
-    def __init__(self, vocab: Sequence[str]):
+    ``opening``: the messages the training conversations open with before their first customer
+    turn (a system prompt; :func:`bankllm.data.opening_messages`), which
+    :meth:`encode_prompt` puts before a prompt that starts with the customer, as a chat
+    template's default system prompt does; empty when the conversations share none."""
+
+    def __init__(self, vocab: Sequence[str], opening: Sequence[dict[str, str]] = ()):
         if list(vocab[: len(SPECIAL_TOKENS)]) != list(SPECIAL_TOKENS):
             raise BankLLMError("tokenizer: vocabulary must start with the special tokens")
         if len(set(vocab)) != len(vocab):
             raise BankLLMError("tokenizer: vocabulary has duplicate entries")
         self.vocab: list[str] = list(vocab)
+        self.opening: tuple[dict[str, str], ...] = tuple(
+            {"role": m["role"], "content": m["content"]} for m in opening)
+        if any(m["role"] not in ROLE_TOKENS or m["role"] == "customer" for m in self.opening):
+            raise BankLLMError("tokenizer: an opening holds system or agent messages only")
         self.index: dict[str, int] = {w: i for i, w in enumerate(self.vocab)}
         self.pad_id = self.index[PAD]
         self.bos_id = self.index[BOS]
@@ -60,16 +69,18 @@ class Tokenizer:
         return len(self.vocab)
 
     @classmethod
-    def train(cls, texts: Iterable[str], min_freq: int = 1) -> Tokenizer:
+    def train(cls, texts: Iterable[str], min_freq: int = 1,
+              opening: Sequence[dict[str, str]] = ()) -> Tokenizer:
         """Build a vocabulary from ``texts``: words seen at least ``min_freq`` times.
 
         Order is by descending count, then alphabetical, so the result is deterministic.
+        ``opening``: see the class docstring.
         """
         counts = Counter(w for text in texts for w in split_words(text))
         words = sorted(
             (w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w)
         )
-        return cls([*SPECIAL_TOKENS, *(w for w in words if w not in SPECIAL_TOKENS)])
+        return cls([*SPECIAL_TOKENS, *(w for w in words if w not in SPECIAL_TOKENS)], opening)
 
     def encode_text(self, text: str) -> list[int]:
         """Ids of ``text``'s words; unknown words map to ``<unk>``."""
@@ -96,8 +107,12 @@ class Tokenizer:
         roles.append(roles[-1])
         return ids, roles
 
-    def encode_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        """Ids of ``messages`` followed by ``<agent>``: the prompt for the next agent turn."""
+    def encode_prompt(self, messages: Sequence[dict[str, Any]], opening: bool = True) -> list[int]:
+        """Ids of ``messages`` followed by ``<agent>``: the prompt for the next agent turn.
+        Messages that start with a customer turn get the :attr:`opening` first, unless
+        ``opening`` is False (to rebuild a training conversation's context exactly)."""
+        if opening and messages and messages[0]["role"] == "customer":
+            messages = [*self.opening, *messages]
         ids, _ = self.encode_conversation(messages)
         return ids[:-1] + [self.role_ids["agent"]]
 
@@ -119,7 +134,10 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write the vocabulary as JSON (atomically)."""
-        atomic_write_json(path, {"type": "word-level", "version": 1, "vocab": self.vocab})
+        data: dict[str, Any] = {"type": "word-level", "version": 1, "vocab": self.vocab}
+        if self.opening:
+            data["opening"] = list(self.opening)
+        atomic_write_json(path, data)
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -128,7 +146,13 @@ class Tokenizer:
         vocab = data.get("vocab") if isinstance(data, dict) else None
         if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
             raise BankLLMError(f"{path}: field 'vocab' must be a list of strings")
+        opening = data.get("opening", [])
+        if not isinstance(opening, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in opening):
+            raise BankLLMError(f"{path}: field 'opening' must be a list of messages "
+                               "({\"role\": ..., \"content\": ...})")
         try:
-            return cls(vocab)
+            return cls(vocab, opening)
         except BankLLMError as exc:
             raise BankLLMError(f"{path}: {exc}") from None

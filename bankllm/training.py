@@ -47,6 +47,7 @@ from bankllm.data import (
     epoch_batches,
     file_sha256,
     load_conversations,
+    opening_messages,
     padding_positions,
     split_conversations,
 )
@@ -147,6 +148,7 @@ class Trainer:
                 else Tokenizer.train(
                     (m["content"] for c in self.split.train for m in c["messages"]),
                     min_freq=cfg.min_freq,
+                    opening=opening_messages(self.split.train),
                 )
             )
         enc = lambda convs: encode_corpus(convs, self.tokenizer, cfg.block_size, cfg.loss_on)  # noqa: E731

@@ -12,6 +12,7 @@ from bankllm.data import (
     epoch_batches,
     load_conversations,
     normalised_conversation,
+    opening_messages,
     plan_micro_batches,
     split_conversations,
 )
@@ -165,3 +166,17 @@ def test_a_missing_corpus_names_the_directory_a_relative_path_was_read_from(tmp_
     with pytest.raises(BankLLMError) as absolute:
         load_conversations(tmp_path / "none.jsonl")
     assert "not found (pass --data FILE" in str(absolute.value)
+
+
+def test_the_opening_is_the_system_prompt_that_most_conversations_share():
+    system = {"role": "system", "content": "You are the bank's agent."}
+    convs = make_conversations(10)
+    for c in convs[:6]:
+        c["messages"].insert(0, system)
+    assert opening_messages(convs) == [system]
+    assert opening_messages(convs[4:]) == []  # 2 of 6: not most of them
+    varied = [{**c, "messages": [{"role": "system", "content": f"prompt {i}"}, *c["messages"]]}
+              for i, c in enumerate(make_conversations(10))]
+    assert opening_messages(varied) == []
+    assert opening_messages(make_conversations(10)) == []
+    assert opening_messages([]) == []

@@ -3,6 +3,7 @@ answers through ``transformers`` alone, and bad input is one ``error:`` line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -39,6 +40,8 @@ CONVERSATIONS = [
     ]
 ]
 HF_ROLES = {"customer": "user", "agent": "assistant", "system": "system"}
+# quotes, a backslash and characters outside ASCII: the template holds it as a string literal
+OPENING = {"role": "system", "content": 'You are Bank 🏦\'s "agent" \\ be brief, señor.'}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         for p in model.parameters():
             p.normal_(0.0, 0.5 if p.dim() >= 2 else 0.1)
     save_weights(model, scrambled / BEST_WEIGHTS)
-    return {"trained": trained, "scrambled": scrambled}
+    opened = tmp / "opened.jsonl"  # every conversation opens with one system prompt
+    opened.write_text("".join(json.dumps({**c, "messages": [OPENING, *c["messages"]]}) + "\n"
+                              for c in make_conversations()))
+    opening = tmp / "runs" / "opening"
+    opened_cfg = dataclasses.replace(cfg, data=str(opened))
+    assert Trainer(opened_cfg, opening, show_progress=False).train() == 0
+    return {"trained": trained, "scrambled": scrambled, "opening": opening}
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +228,24 @@ def test_model_card_snippet_runs(transformers, runs, exports, capsys):
     exec(code.replace('"PATH"', repr(str(exports["trained"]))), {})
     want = answer(load_model(runs["trained"]), bank, QUESTION)
     assert capsys.readouterr().out == " ".join(w for w in want.split() if w != "<unk>") + "\n"
+
+
+def test_the_chat_template_opens_as_the_runs_conversations_do(transformers, runs, exports):
+    """A run whose conversations open with a system prompt: the template puts it before
+    messages that start with the user, as bankllm's prompts do, and the card shows it."""
+    bank = Tokenizer.load(runs["opening"] / TOKENIZER_FILE)
+    assert bank.opening == (OPENING,)
+    tok = transformers.AutoTokenizer.from_pretrained(exports["opening"])
+    for conv in CONVERSATIONS:
+        got = tok.apply_chat_template(_hf_messages(conv), add_generation_prompt=True)
+        if isinstance(got, dict) or hasattr(got, "keys"):
+            got = got["input_ids"]
+        assert got == bank.encode_prompt(conv)
+    ask = [{"role": "customer", "content": QUESTION}]
+    assert bank.encode_prompt(ask) == bank.encode_prompt([OPENING, *ask])
+    card = (exports["opening"] / "README.md").read_text()
+    assert str(bank.encode_prompt(ask)) in card
+    assert OPENING["content"] in card
 
 
 def _readme_snippet() -> str:

@@ -1,8 +1,11 @@
+import json
 import string
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bankllm.errors import BankLLMError
 from bankllm.tokenizer import SPECIAL_TOKENS, Tokenizer, normalise_text, split_words
 
 
@@ -61,3 +64,30 @@ def test_save_load_round_trip(tmp_path):
     again = Tokenizer.load(tmp_path / "tok.json")
     assert again.vocab == tok.vocab
     assert again.vocab[: len(SPECIAL_TOKENS)] == list(SPECIAL_TOKENS)
+
+
+SYSTEM = {"role": "system", "content": "You are the bank's agent."}
+
+
+def test_the_opening_goes_before_a_prompt_that_starts_with_the_customer(tmp_path):
+    ask = [{"role": "customer", "content": "what is my balance?"}]
+    plain = Tokenizer.train(["you are the bank's agent . what is my balance ?"])
+    tok = Tokenizer.train(["you are the bank's agent . what is my balance ?"], opening=[SYSTEM])
+    assert tok.encode_prompt(ask) == tok.encode_prompt([SYSTEM, *ask])
+    assert tok.encode_prompt(ask, opening=False) == plain.encode_prompt(ask)
+    own = [{"role": "system", "content": "be brief"}, *ask]  # a prompt with its own opening
+    assert tok.encode_prompt(own) == plain.encode_prompt(own)
+    tok.save(tmp_path / "tok.json")
+    assert Tokenizer.load(tmp_path / "tok.json").encode_prompt(ask) == tok.encode_prompt(ask)
+    plain.save(tmp_path / "plain.json")  # no opening: the file is as before
+    assert "opening" not in json.loads((tmp_path / "plain.json").read_text())
+
+
+@pytest.mark.parametrize("opening", ['"be brief"', '[{"role": "customer", "content": "hi"}]',
+                                     '[{"role": "system"}]'])
+def test_a_bad_opening_in_a_tokenizer_file_is_one_error_naming_it(tmp_path, opening):
+    path = tmp_path / "tok.json"
+    path.write_text(f'{{"vocab": {json.dumps(list(SPECIAL_TOKENS))}, "opening": {opening}}}')
+    with pytest.raises(BankLLMError, match="opening") as exc:
+        Tokenizer.load(path)
+    assert str(path) in str(exc.value)

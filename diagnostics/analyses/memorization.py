@@ -118,7 +118,7 @@ def _turn_items(split: str, turns: Sequence[tuple[Mapping, int]], tokenizer: Tok
     items = []
     for conv, i in turns:
         messages = conv["messages"]
-        ids = tokenizer.encode_prompt(messages[:i])
+        ids = tokenizer.encode_prompt(messages[:i], opening=False)  # the training context
         if len(ids) >= block_size:  # no room left to answer in the context
             continue
         shown = next((m["content"] for m in reversed(messages[:i]) if m["role"] == "customer"),
