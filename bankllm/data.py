@@ -282,7 +282,10 @@ def padding_positions(
 
 
 def corpus_stats(conversations: Sequence[dict[str, Any]], min_freq: int = 1) -> dict[str, Any]:
-    """Counts, intents, lengths and vocabulary of a corpus (what ``bankllm data stats`` prints)."""
+    """Counts, intents, lengths and vocabulary of a corpus (what ``bankllm data stats`` prints):
+    ``intents`` counts the conversations that carry each intent, on the conversation or on any
+    of its messages (``multi_intent`` of them carry more than one); ``opening`` is
+    :func:`opening_messages`."""
     tokenizer = Tokenizer.train(
         (m["content"] for c in conversations for m in c["messages"]), min_freq=min_freq
     )
@@ -290,13 +293,19 @@ def corpus_stats(conversations: Sequence[dict[str, Any]], min_freq: int = 1) -> 
         [len(tokenizer.encode_conversation(c["messages"])[0]) for c in conversations]
     )
     exchanges = Counter(sum(m["role"] == "agent" for m in c["messages"]) for c in conversations)
-    intents = Counter(c.get("intent") or "(none)" for c in conversations)
+    # a conversation counts once for each intent it or any of its messages carries
+    labels = [list(dict.fromkeys(i for i in (c.get("intent"), *(m.get("intent") for m in
+                                                                c["messages"])) if i))
+              for c in conversations]
+    intents = Counter(i for found in labels for i in (found or ["(none)"]))
     texts = [m["content"] for c in conversations for m in c["messages"]]
     return {
         "conversations": len(conversations),
         "messages": len(texts),
         "exchanges": dict(sorted(exchanges.items())),
         "intents": dict(intents.most_common()),
+        "multi_intent": sum(len(found) > 1 for found in labels),
+        "opening": opening_messages(conversations),
         "tokens": int(lengths.sum()),
         "length_min": int(lengths.min()),
         "length_mean": float(lengths.mean()),
@@ -326,9 +335,14 @@ def cli_stats(args: Any) -> int:
         f"p95 {stats['length_p95']:.0f}  max {stats['length_max']}",
     )
     table.add_row("exchanges", ", ".join(f"{k}: {v}" for k, v in stats["exchanges"].items()))
+    multi = stats["multi_intent"]
     table.add_row(
         f"intents ({len(stats['intents'])})",
-        ", ".join(f"{k} {v}" for k, v in stats["intents"].items()),
+        ", ".join(f"{k} {v}" for k, v in stats["intents"].items())
+        + (f" (conversations per intent; {multi} carry more than one)" if multi else ""),
     )
+    if stats["opening"]:
+        table.add_row("opening (most conversations)", " | ".join(
+            f"{m['role']}: {m['content']}" for m in stats["opening"]))
     Console().print(table)
     return 0

@@ -180,3 +180,16 @@ def test_the_opening_is_the_system_prompt_that_most_conversations_share():
     assert opening_messages(varied) == []
     assert opening_messages(make_conversations(10)) == []
     assert opening_messages([]) == []
+
+
+def test_stats_count_every_intent_a_conversation_carries_and_show_its_opening():
+    from bankllm.data import corpus_stats
+
+    system = {"role": "system", "content": "You are the bank's agent."}
+    convs = make_conversations(4)
+    convs[0]["messages"][-1]["intent"] = "transfer_money"  # a second intent, on a message
+    for c in convs[:3]:
+        c["messages"].insert(0, system)
+    stats = corpus_stats(convs)
+    assert stats["intents"] == {"check_balance": 4, "transfer_money": 1}
+    assert stats["multi_intent"] == 1 and stats["opening"] == [system]
