@@ -55,8 +55,12 @@ def test_no_val_targets_skips():
 def test_a_handful_of_conversations_never_fails_and_an_inconclusive_share_gives_no_advice():
     tiny = analyse_coverage([6, 4], [50, 50], 1, 2, TH, min_freq=3, block_size=64)
     assert tiny.status == "WARN", tiny.reason
-    assert "fewer than the 10 needed to FAIL" in tiny.reason
+    assert "inconclusive" in tiny.reason  # two conversations cannot show a share
     assert "fewer than the 10 conversations needed to FAIL" in tiny.reason
+    # nine conversations all well past the fail line: still fewer than the 10 needed
+    few = analyse_coverage([15] * 9, [50] * 9, 0, 90, TH, min_freq=3)
+    assert few.values["unk_share_ci95_low"] > TH["unk_fail"]
+    assert few.status == "WARN" and "fewer than the 10 needed to FAIL" in few.reason, few.reason
     clean = analyse_coverage([0] * 4, [25] * 4, 0, 40, TH, min_freq=1)  # 0/100: inconclusive
     assert clean.status == "WARN" and "inconclusive" in clean.reason
     assert "more (or more varied)" not in clean.reason and "raise" not in clean.reason

@@ -139,3 +139,18 @@ def test_the_estimate_exports_its_interval_and_mde():
     values = _share(8, 10).values("faithfulness")
     assert set(values) == {"faithfulness", "faithfulness_ci95_low", "faithfulness_ci95_high",
                            "faithfulness_n", "faithfulness_mde"}
+
+
+def test_a_few_clusters_alike_are_no_conclusive_evidence_and_many_are():
+    """Three paraphrase groups that each split half and half (12 of 28 pairs agree) look
+    alike, so neither the bootstrap nor Wilson sees how far groups can differ: few clusters
+    are widened to count each as one item. Thirty such groups, or four far below the line,
+    are conclusive."""
+    lines = {"pass_line": 0.90, "fail_line": 0.75, "higher_is_better": True}
+    few = rate([12, 12, 12], [28, 28, 28], "probe groups")
+    assert few.high > 0.75 and decide(few, **lines).status == "WARN"
+    assert "Clopper-Pearson" in few.method
+    many = rate([12] * 30, [28] * 30, "probe groups")
+    assert decide(many, **lines).status == "FAIL" and "Clopper-Pearson" not in many.method
+    far = rate([1, 0, 1, 0], [6, 6, 6, 6], "probe groups")
+    assert decide(far, **lines).status == "FAIL"
