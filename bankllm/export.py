@@ -245,8 +245,8 @@ def model_card(run_dir: Path, model: GPT, tokenizer: Tokenizer, best: Any) -> st
     ids = tokenizer.encode_prompt([{"role": "customer", "content": "what is my savings balance?"}])
     opening = "".join(f" {ROLE_TOKENS[m['role']]} {m['content']}" for m in tokenizer.opening)
     opening_note = "" if not tokenizer.opening else (
-        "\n\nThe training conversations open with the messages before `<customer>` above; the "
-        "chat template puts them first when the messages start with the user (pass a system "
+        "\n\nThe training conversations open with the messages before `<customer>` above; the\n"
+        "chat template puts them first when the messages start with the user (pass a system\n"
         "message of your own to replace them).")
     best_line = ""
     if isinstance(best, dict) and isinstance(best.get("val_loss"), int | float):
