@@ -81,11 +81,15 @@ def draw_canaries(n: int, seed: int) -> dict[str, Any]:
     }
 
 
-def conversations(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The canary conversations of a record, every repetition a conversation of its own."""
+def conversations(record: dict[str, Any],
+                  opening: Sequence[dict[str, str]] = ()) -> list[dict[str, Any]]:
+    """The canary conversations of a record, every repetition a conversation of its own,
+    each after ``opening`` (the run's, :class:`~bankllm.tokenizer.Tokenizer`), as the
+    corpus's conversations begin."""
     out = []
     for c in record["canaries"]:
         messages = [
+            *opening,
             {"role": "customer", "content": f"{c['prefix']} {c['secret']}"},
             {"role": "agent", "content": record["agent_reply"]},
         ]
@@ -141,4 +145,4 @@ def add_canaries(
     elif write:
         validate_json(record, load_schema("bankllm", SCHEMA), str(path))
         atomic_write_json(path, record)
-    return [*train, *conversations(record)]
+    return [*train, *conversations(record, tokenizer.opening)]

@@ -118,3 +118,21 @@ def test_the_key_is_validated():
     assert load_config(None, ["canaries=20"]).canaries == 20
     with pytest.raises(BankLLMError, match="canaries must be"):
         load_config(None, ["canaries=-1"])
+
+
+def test_canaries_open_as_the_runs_conversations_do_and_are_scored_after_that_opening(tmp_path):
+    """A corpus opened by a system prompt: its canaries are trained after it, and the privacy
+    audit scores their secrets after it too."""
+    from diagnostics.analyses.privacy import _prefix_ids
+
+    opening = [{"role": "system", "content": "you are the bank's agent"}]
+    tok = Tokenizer.train(["you are the bank's agent my account number is 0 1 2 3 4 5 6 7 8 9"],
+                          opening=opening)
+    added = add_canaries([], tok, 2, 0, tmp_path)
+    assert added and all(c["messages"][0] == opening[0] for c in added)
+    record = read_canaries(tmp_path)
+    first = record["canaries"][0]
+    trained, _ = tok.encode_conversation(added[0]["messages"])
+    head = _prefix_ids(tok, first["prefix"])
+    assert trained[: len(head)] == head  # the secret follows exactly this context
+    assert head[:2] == [tok.bos_id, tok.role_ids["system"]]

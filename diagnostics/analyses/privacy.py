@@ -66,8 +66,9 @@ SCORE_BATCH = 256
 
 
 def _prefix_ids(tokenizer: Any, prefix: str) -> list[int]:
-    """``<bos> <customer>`` and the prefix's words: the context a canary's secret follows."""
-    return [tokenizer.bos_id, tokenizer.role_ids["customer"], *tokenizer.encode_text(prefix)]
+    """``<bos>``, the run's opening, ``<customer>`` and the prefix's words: the context a
+    canary's secret follows in training (bankllm.canaries)."""
+    return tokenizer.encode_prompt([{"role": "customer", "content": prefix}])[:-1]
 
 
 def secret_nll(model: Any, tokenizer: Any, prefix: str, secrets: Sequence[str],
