@@ -71,12 +71,17 @@ _CHAT_TEMPLATE = (
 )
 
 
+def _opening_text(tokenizer: Tokenizer) -> str:
+    """The tokenizer's opening as a prompt writes it out (`` <system> ...``), or ""."""
+    return "".join(f" {ROLE_TOKENS[m['role']]} {m['content']}" for m in tokenizer.opening)
+
+
 def chat_template(tokenizer: Tokenizer) -> str:
     """The Jinja chat template that builds ``tokenizer.encode_prompt``'s prompt from messages,
     the tokenizer's opening included."""
     if not tokenizer.opening:
         return _CHAT_TEMPLATE.replace("{opening}", "")
-    text = "".join(f" {ROLE_TOKENS[m['role']]} {m['content']}" for m in tokenizer.opening)
+    text = _opening_text(tokenizer)
     # a JSON string is a Jinja string literal when its non-ASCII characters are left as they are
     literal = json.dumps(text, ensure_ascii=False)
     return _CHAT_TEMPLATE.replace(
@@ -243,7 +248,7 @@ def model_card(run_dir: Path, model: GPT, tokenizer: Tokenizer, best: Any) -> st
     """The export's README.md: what the model is, how to build its prompt and decode."""
     cfg = model.config
     ids = tokenizer.encode_prompt([{"role": "customer", "content": "what is my savings balance?"}])
-    opening = "".join(f" {ROLE_TOKENS[m['role']]} {m['content']}" for m in tokenizer.opening)
+    opening = _opening_text(tokenizer)
     opening_note = "" if not tokenizer.opening else (
         "\n\nThe training conversations open with the messages before `<customer>` above; the\n"
         "chat template puts them first when the messages start with the user (pass a system\n"
