@@ -149,8 +149,7 @@ def rate(hits: Sequence[float], counts: Sequence[int], unit: str,
         if n and len(counts) < FEW_CLUSTERS:
             few = _clusters_as_items(value, len(counts), level)
             low, high = min(low, few[0]), max(high, few[1])
-            method = (f"bootstrap over {unit}, at least Wilson and Clopper-Pearson over the "
-                      f"{len(counts)} {unit}")
+            method += f", at least Clopper-Pearson over the {len(counts)} {unit}"
     return Estimate(value, low, high, len(counts), unit, method, level, bounds=(0.0, 1.0))
 
 
