@@ -341,17 +341,61 @@ def test_a_small_rise_within_the_conversations_noise_warns_not_fails(healthy):
     assert "FAIL" not in result.details["tables"][0]["row_status"]
 
 
-@pytest.mark.parametrize("with_intervals", [True, False])
-def test_overfitting_on_a_few_val_conversations_never_fails(healthy, with_intervals):
+def test_a_conclusive_rise_over_a_few_val_conversations_fails_and_point_values_do_not(healthy):
+    """With per-conversation losses the interval (Student t at least) decides whatever the
+    sample's size: eight conversations that all rose alike are conclusive. Without them, a
+    point value over fewer than min_conversations never FAILs."""
     m = plant_val_rising(healthy, best_epoch=5, rise=0.05)
     m["n_val"] = 8
-    if with_intervals:
-        m = with_conversation_losses(m, n_val=8, n_train_eval=8, jitter=0.0)
-    result = overfit(m)
-    assert result.status == "WARN", result.reason
-    assert "8 val conversations are fewer than the 30 needed to FAIL" in result.reason
-    notes = " ".join(result.details["notes"])
-    assert ("no usable per-conversation losses" in notes) != with_intervals
+    measured = overfit(with_conversation_losses(m, n_val=8, n_train_eval=8, jitter=0.0))
+    assert measured.status == "FAIL", measured.reason
+    assert measured.values["val_rise_n"] == 8
+    # the best of the 5 epochs before the rise was chosen on these conversations: Bonferroni
+    assert "(99% CI" in measured.reason, measured.reason
+    points = overfit(m)
+    assert points.status == "WARN", points.reason
+    assert "8 val conversations are fewer than the 30 needed to FAIL" in points.reason
+    assert "no usable per-conversation losses" in " ".join(points.details["notes"])
+
+
+def _sampled_run(healthy, n, val_levels, train_eval_levels, rng, spread=0.4, jitter=0.03):
+    """``healthy`` with its epochs' losses measured on ``n`` val and ``n`` train_eval
+    conversations drawn from a population whose per-token losses are the given levels: each
+    conversation has 40-120 tokens, a fixed difficulty (log-normal, sd ``spread``) and
+    per-epoch noise (sd ``jitter``), both of mean 1, so the sample's means scatter around the
+    levels as a trainer's would. The defaults are the default recipe's last epochs (difficulty
+    sd 0.43 over its val conversations; one epoch to the next, each conversation's loss moves
+    with sd 0.04 beside the common trend)."""
+    m = copy.deepcopy(healthy)
+    m["epochs"] = m["epochs"][: len(val_levels)]
+    for part, levels in (("val", val_levels), ("train_eval", train_eval_levels)):
+        tokens = [rng.randint(40, 120) for _ in range(n)]
+        difficulty = [rng.lognormvariate(-spread**2 / 2, spread) for _ in range(n)]
+        m[f"{part}_tokens"], m[f"n_{part}"] = tokens, n
+        for row, level in zip(m["epochs"], levels, strict=True):
+            sums = [level * t * d * rng.lognormvariate(-jitter**2 / 2, jitter)
+                    for t, d in zip(tokens, difficulty, strict=True)]
+            row[f"{part}_loss_sums"], row[f"{part}_loss"] = sums, sum(sums) / sum(tokens)
+    return m
+
+
+@pytest.mark.parametrize("n_val", [4, 8, 20])
+def test_a_small_sample_on_the_fail_line_rarely_fails(healthy, n_val):
+    """Borderline small samples: a population whose val loss rose by exactly min_delta after
+    its best epoch, and one on a plateau whose rel_gap is exactly the fail line. A FAIL needs
+    an interval wholly past the line, so at most about the 2.5% of a one-sided 95% miss (plus
+    the choice of the best epoch) may FAIL."""
+    th = TH.for_check("overfitting")
+    md, line = th["min_delta"], th["rel_gap_warn"]
+    rng = random.Random(n_val)
+    val = [3.0, 2.0, 1.0, 0.8, 0.7] + [0.7 + md] * 3
+    rising = [_sampled_run(healthy, n_val, val, [v / 1.04 for v in val], rng)
+              for _ in range(60)]
+    plateau = [_sampled_run(healthy, n_val, [0.5 * (1 + line)] * 8, [0.5] * 8, rng)
+               for _ in range(60)]
+    rises = sum(overfit(m).status == "FAIL" for m in rising)
+    gaps = sum(overfit(m).status == "FAIL" for m in plateau)
+    assert rises <= 5 and gaps <= 5, (rises, gaps)
 
 
 def test_a_gap_past_its_fail_line_on_a_small_noisy_sample_is_not_conclusive(healthy):

@@ -34,9 +34,6 @@ DEFAULTS = {
     # PASS needs the whole interval of (model - trigram) / trigram below -2 % (same source);
     # otherwise WARN: the model does not conclusively beat a trigram table.
     "trigram_pass": 0.02,
-    # fewer val conversations never FAIL on their own (a percentile bootstrap over fewer
-    # items is too narrow to trust; the same floor as the memorization check's 30 amounts)
-    "min_conversations": 30,
 }
 UNCHECKED_WHEN_SKIPPED = (
     "whether the model predicts val better than word-count (n-gram) tables, which catches a "
@@ -218,12 +215,13 @@ def analyse_baselines(
     ``model`` and each of ``baselines["unigram" | "bigram" | "trigram"]``: per val
     conversation ``(summed NLL, target tokens)``, in one order, with equal token counts.
     FAIL when the model is conclusively not better than the bigram by ``bigram_fail``
-    (relative; with at least ``min_conversations``), WARN when it does not conclusively beat
+    (relative; the paired interval holds on a few conversations), WARN when it does not
+    conclusively beat
     the trigram by ``trigram_pass``, PASS otherwise. ``recorded_val_loss``: the run's best val
     loss from metrics.json, shown beside the recomputed one.
     """
     th = thresholds
-    used = {k: th[k] for k in ("bigram_fail", "trigram_pass", "min_conversations")}
+    used = {k: th[k] for k in ("bigram_fail", "trigram_pass")}
     keep = [i for i, (_, n) in enumerate(model) if n > 0]
     tokens = [model[i][1] for i in keep]
     for name, rows in baselines.items():
@@ -252,9 +250,8 @@ def analyse_baselines(
         values[f"{name}_val_ce"] = sum(sums) / n_tok
         est[name] = ratio_change(model_sums, sums, UNIT)
         values.update(est[name].values(f"margin_{name}"))
-    min_n = int(th["min_conversations"])
     bi = decide(est["bigram"], pass_line=-th["bigram_fail"], fail_line=-th["bigram_fail"],
-                higher_is_better=False, fmt=_pct, min_n=min_n)
+                higher_is_better=False, fmt=_pct)
     tri = decide(est["trigram"], pass_line=-th["trigram_pass"], fail_line=-th["trigram_pass"],
                  higher_is_better=False, fmt=_pct)
     if tri.status == "FAIL":  # conclusively short of the trigram: a WARN, never a FAIL

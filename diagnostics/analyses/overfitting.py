@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from diagnostics.analyses._common import epoch_rows, finite
-from diagnostics.decision import Estimate, Verdict, decide, ratio_change, two_samples
+from diagnostics.decision import (
+    Estimate,
+    Verdict,
+    decide,
+    family_level,
+    ratio_change,
+    ratio_of_rates,
+)
 from diagnostics.results import CheckResult, table, worst
 
 NAME = "overfitting"
@@ -33,7 +40,7 @@ DEFAULTS = {
     "min_abs_gap": 0.01,  # nats/token; a smaller gap is never overfitting (ppl ratio < 1 %)
     "widen_slope": 0.01,  # per epoch, least squares over the last widen_epochs epochs
     "widen_epochs": 3,
-    "min_conversations": 30,  # fewer val conversations never FAIL on their own
+    "min_conversations": 30,  # judged on point values (no interval), fewer never FAIL
 }
 ORDERED = (("rel_gap_pass", "rel_gap_warn"),)
 
@@ -67,19 +74,14 @@ def _conversations(metrics: Mapping[str, Any], row: Mapping[str, Any]
 
 def gap_estimate(metrics: Mapping[str, Any], row: Mapping[str, Any]) -> Estimate | None:
     """``rel_gap = val / train_eval - 1`` of one epoch, each a ratio of summed losses to target
-    tokens over its conversations, with a bootstrap interval resampling val and train_eval
-    conversations independently; None without per-conversation losses."""
+    tokens over its conversations, with an interval over val and train_eval conversations
+    resampled independently (:func:`~diagnostics.decision.ratio_of_rates`); None without
+    per-conversation losses."""
     data = _conversations(metrics, row)
     if data is None:
         return None
     vs, vt, ts, tt = data
-
-    def statistic(i: np.ndarray, j: np.ndarray) -> float:
-        i, j = i.astype(int), j.astype(int)
-        return float((vs[i].sum() / vt[i].sum()) / (ts[j].sum() / tt[j].sum()) - 1.0)
-
-    est = two_samples(statistic, np.arange(len(vs)), np.arange(len(ts)),
-                      "val + train_eval conversations")
+    est = ratio_of_rates((vs, vt), (ts, tt), "val + train_eval conversations")
     # the value the trainer recorded (its mean), the interval around it
     value = float(row["val_loss"] / row["train_eval_loss"] - 1.0)
     return dataclasses.replace(est, value=value, low=min(est.low, value),
@@ -87,13 +89,16 @@ def gap_estimate(metrics: Mapping[str, Any], row: Mapping[str, Any]) -> Estimate
 
 
 def rise_estimate(metrics: Mapping[str, Any], best: Mapping[str, Any],
-                  last: Mapping[str, Any]) -> Estimate | None:
+                  last: Mapping[str, Any], candidates: int = 1) -> Estimate | None:
     """How much val loss (nats/token) rose from epoch ``best`` to epoch ``last``, with a paired
-    bootstrap interval over val conversations; None without per-conversation losses."""
+    interval over val conversations (:func:`~diagnostics.decision.ratio_change`); None without
+    per-conversation losses. ``best`` was the lowest of ``candidates`` epochs scored on the
+    same conversations, so its loss is biased low by that choice: the interval is at the
+    Bonferroni level of that many comparisons (:func:`~diagnostics.decision.family_level`)."""
     a, b = _conversations(metrics, last), _conversations(metrics, best)
     if a is None or b is None or len(a[0]) != len(b[0]):
         return None
-    rel = ratio_change(a[0], b[0], "val conversations")
+    rel = ratio_change(a[0], b[0], "val conversations", level=family_level(candidates))
     scale = float(best["val_loss"])  # same tokens: a relative change of the sums times the mean
     value = float(last["val_loss"]) - scale
     return dataclasses.replace(rel, value=value, low=min(rel.low * scale, value),
@@ -101,7 +106,8 @@ def rise_estimate(metrics: Mapping[str, Any], best: Mapping[str, Any],
 
 
 def _too_few(verdict: Verdict, n_val: int, min_n: int) -> Verdict:
-    """A FAIL over fewer than ``min_n`` val conversations becomes a WARN that says so."""
+    """A FAIL on point values over fewer than ``min_n`` val conversations becomes a WARN that
+    says so."""
     if verdict.status != "FAIL" or n_val >= min_n:
         return verdict
     return Verdict("WARN", f"{verdict.reason}, but {n_val} val conversations are fewer than "
@@ -109,18 +115,25 @@ def _too_few(verdict: Verdict, n_val: int, min_n: int) -> Verdict:
                    verdict.more_items, verdict.rule)
 
 
-def _gap_verdict(gap: float, rel: float, est: Estimate | None, n_val: int,
+def _gap_verdict(gap: float, rel: float, train_eval: float, est: Estimate | None, n_val: int,
                  th: Mapping[str, float]) -> Verdict:
     """One epoch's rel_gap against ``rel_gap_pass`` / ``rel_gap_warn``, by its interval where
-    there is one. A gap under ``min_abs_gap`` nats is never overfitting: near zero loss,
-    rel_gap explodes (0.01 vs 0.02 is +100 %) while val perplexity is within 1 % of train's."""
-    if gap <= th["min_abs_gap"]:
-        return Verdict("PASS", f"{rel:+.1%}, but the gap of {gap:+.4g} nats is under "
-                       f"{th['min_abs_gap']:g}: not overfitting")
-    if est is not None:
+    there is one. A gap under ``min_abs_gap`` nats (all of its interval, where there is one)
+    is never overfitting: near zero loss, rel_gap explodes (0.01 vs 0.02 is +100 %) while val
+    perplexity is within 1 % of train's."""
+    small = th["min_abs_gap"]
+    if est is not None:  # an interval fit for small samples: it alone decides
         verdict = decide(est, pass_line=th["rel_gap_pass"], fail_line=th["rel_gap_warn"],
                          higher_is_better=False, fmt=_pct)
-    elif rel <= th["rel_gap_pass"]:
+        top = est.high * train_eval  # the interval's upper edge in nats
+        if verdict.status != "PASS" and top <= small:
+            return Verdict("PASS", f"{rel:+.1%}, but the gap's interval reaches no higher than "
+                           f"{top:+.4g} nats, under {small:g}: not overfitting")
+        return verdict
+    if gap <= small:
+        return Verdict("PASS", f"{rel:+.1%}, but the gap of {gap:+.4g} nats is under "
+                       f"{small:g}: not overfitting")
+    if rel <= th["rel_gap_pass"]:
         verdict = Verdict("PASS", f"{rel:+.1%} (point value), under {th['rel_gap_pass']:.0%}")
     else:
         status = "WARN" if rel <= th["rel_gap_warn"] else "FAIL"
@@ -134,18 +147,18 @@ def _rise_verdict(rise: float, est: Estimate | None, n_val: int,
     """The rise of val over its best (nats/token) against ``min_delta``: FAIL when the whole
     interval lies above it."""
     if est is not None:
-        verdict = decide(est, pass_line=th["min_delta"], fail_line=th["min_delta"],
-                         higher_is_better=False, fmt=_nats)
-    else:
-        verdict = Verdict("FAIL", f"{rise:+.4f} (point value) above {th['min_delta']:g}")
+        return decide(est, pass_line=th["min_delta"], fail_line=th["min_delta"],
+                      higher_is_better=False, fmt=_nats)
+    verdict = Verdict("FAIL", f"{rise:+.4f} (point value) above {th['min_delta']:g}")
     return _too_few(verdict, n_val, int(th["min_conversations"]))
 
 
 def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, float]) -> CheckResult:
     """Per-epoch gap = val - train_eval and rel_gap = gap / train_eval; final rel_gap against
     its lines, widening gap, val rising after its best; verdict underfitting / good fit /
-    overfitting. FAIL only on conclusive evidence: an interval past its line, over at least
-    ``min_conversations`` val conversations. ``metrics``: a run's metrics.json;
+    overfitting. FAIL only on conclusive evidence: an interval past its line (without
+    per-conversation losses, a point value over at least ``min_conversations`` val
+    conversations). ``metrics``: a run's metrics.json;
     ``thresholds``: ``overfitting`` keys plus ``min_delta``/``patience``."""
     th = thresholds
     used = {k: th[k] for k in ("rel_gap_pass", "rel_gap_warn", "min_abs_gap", "widen_slope",
@@ -165,8 +178,8 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     gap, rel = val - tev, (val - tev) / tev
     n_val = len(metrics.get("val_tokens") or []) or int(metrics.get("n_val") or 0)
     estimates = [gap_estimate(metrics, e) for e in rows]
-    verdicts = [_gap_verdict(g, r, est, n_val, th)
-                for g, r, est in zip(gap, rel, estimates, strict=True)]
+    verdicts = [_gap_verdict(g, r, t, est, n_val, th)
+                for g, r, t, est in zip(gap, rel, tev, estimates, strict=True)]
     status_rows = [v.status for v in verdicts]
     min_delta, patience = float(th["min_delta"]), int(th["patience"])
 
@@ -179,7 +192,7 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
         rising += 1
     rise_est = rise = None
     if rising >= patience:
-        rise_est = rise_estimate(metrics, rows[best_i], rows[-1])
+        rise_est = rise_estimate(metrics, rows[best_i], rows[-1], len(val) - rising)
         rise = _rise_verdict(val[-1] - val[best_i], rise_est, n_val, th)
     for i in range(len(val) - rising, len(val)):
         status_rows[i] = worst([status_rows[i], rise.status if rise else "WARN"])
