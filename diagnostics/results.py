@@ -115,6 +115,15 @@ def worst(statuses: Iterable[str]) -> str:
     return max(statuses, key=lambda s: _SEVERITY[s], default="SKIP")
 
 
+def combine(parts: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """The status and reason of a check made of several findings ``(status, text)``: the
+    worst status, and the texts joined with "; ", the worst findings first (in their order)
+    so that a FAIL's reason opens with what failed."""
+    parts = list(parts)
+    ordered = sorted(parts, key=lambda part: -_SEVERITY[part[0]])
+    return worst(s for s, _ in parts), "; ".join(text for _, text in ordered)
+
+
 def tally(results: Iterable[CheckResult]) -> dict[str, int]:
     """Count of results per status, every status present."""
     counts = dict.fromkeys(STATUSES, 0)

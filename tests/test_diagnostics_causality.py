@@ -92,6 +92,9 @@ def test_a_next_token_predictor_passes_and_an_echoing_model_fails(corpus):
     echo = analyse_causality(_measure(echo_model, tok, enc, untrained=_gpt(tok)), TH)
     assert echo.status == "FAIL", echo.reason
     assert "not shifted by one" in echo.reason and "reads the future" not in echo.reason
+    # what failed comes first, the passing "causal: ..." finding after it
+    assert echo.reason.startswith("next-token loss"), echo.reason
+    assert "; causal: replacing later tokens changed no earlier" in echo.reason
     assert echo.values["next_over_current_ci95_low"] > DEFAULTS["max_next_over_current"]
     assert echo.values["current_loss_vs_untrained_ci95_high"] < 0
     # without the untrained model's losses the same echo is only a WARN

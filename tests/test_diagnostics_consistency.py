@@ -135,6 +135,22 @@ def test_answers_that_ignore_the_request_fail_consistency(setup):
     assert any("INV" in t for t in tables) and any("MFT" in t for t in tables)
 
 
+def test_one_answer_to_every_request_fails_as_not_learned_not_as_brittleness(setup):
+    """An undertrained model answers every request with the same sentence: its paraphrases
+    agree (consistency passes), novel accuracy fails, and the reason opens with that FAIL and
+    says the model has not told the requests apart, not "add paraphrases"."""
+    split, probes, _ = setup
+    consistency, _ = run_both(setup, lambda prompts: [CHAPTER_ANSWER] * len(prompts))
+    assert consistency.status == "FAIL"
+    assert consistency.values["consistency"] == 1.0
+    assert consistency.reason.startswith("novel accuracy"), consistency.reason
+    assert "get one answer (check_balance)" in consistency.reason
+    assert "not learned to tell the requests apart" in consistency.reason
+    assert "surface form" not in consistency.reason
+    brittle, _ = run_both(setup, surface_matcher(split))
+    assert "surface form" in brittle.reason and "one answer" not in brittle.reason
+
+
 def test_unreliable_judge_skips_consistency_but_not_faithfulness(setup):
     bad = Judge(lambda texts: ["check_balance"] * len(texts), 0.6, 10, 10, ["check_balance"])
     consistency, faithfulness = run_both(setup, always_checking(setup[0], setup[1]), judge=bad)

@@ -274,15 +274,30 @@ def test_planted_regression_of_5_percent_on_every_conversation_fails(run, baseli
     assert result.values["rel_change_ci95_low"] > 0.02
 
 
-def test_planted_regression_in_the_run_summary_fails(trained):
+def _scaled_summary(trained, factor: float) -> tuple[dict, dict]:
+    """(a run summary whose per-conversation val losses are ``factor`` times the baseline's,
+    the baseline's summary)."""
     base = summarize_run(trained)
     run = json.loads(json.dumps(base))
     sums = run["per_conversation"]["loss_sum"]
     for key in sums:
-        sums[key] *= 1.05
-    result = analyse_regression(run, base, 0.02)
+        sums[key] *= factor
+    return run, base
+
+
+def test_planted_regression_in_the_run_summary_fails(trained):
+    result = analyse_regression(*_scaled_summary(trained, 1.05), 0.02)
     assert result.status == "FAIL" and result.values["rel_change"] == pytest.approx(0.05)
     assert "all of it above the fail line +2.00%" in result.reason
+
+
+def test_a_much_lower_loss_passes_but_waits_for_the_checks_that_catch_a_broken_eval(trained):
+    """A val loss far below the baseline is also what unshifted targets give: the advice to
+    re-baseline names the checks that would catch that first."""
+    result = analyse_regression(*_scaled_summary(trained, 0.01), 0.02)
+    assert result.status == "PASS", result.reason
+    assert "improved: once causality, leakage and checkpoint pass, lock the gain in" \
+        in result.reason
 
 
 def test_inconclusive_change_warns_and_exits_0(run, baseline, capsys):

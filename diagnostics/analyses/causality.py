@@ -31,7 +31,7 @@ import torch
 
 from bankllm.data import EncodedCorpus
 from diagnostics.decision import decide, ratio_change
-from diagnostics.results import CheckResult, worst
+from diagnostics.results import CheckResult, combine
 
 NAME = "causality"
 ORDER = 12  # right after initial_loss: whether the losses every later check reads mean anything
@@ -251,5 +251,5 @@ def analyse_causality(m: Measurement, thresholds: Mapping[str, float]) -> CheckR
         "each conversation is scored alone, its targets shifted by this check; the next- and "
         "current-token losses are summed over the positions the model was trained to predict "
         "(the run's loss_on), in fp32"]}
-    return CheckResult(NAME, worst(s for s, _ in parts), "; ".join(r for _, r in parts), values,
-                       used, details)
+    status, reason = combine(parts)
+    return CheckResult(NAME, status, reason, values, used, details)

@@ -11,6 +11,7 @@ The analysis takes the answers as a ``{prompt: answer}`` mapping and needs no mo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -20,7 +21,7 @@ from bankllm.tokenizer import normalise_text
 from diagnostics.analyses._probes import MAX_ROWS, NO_ANSWER, clip_answer, probe_prompts
 from diagnostics.decision import decide, rate
 from diagnostics.paired import identity
-from diagnostics.results import CheckResult, table, worst
+from diagnostics.results import CheckResult, combine, table
 
 NAME = "consistency"
 ORDER = 60  # place in the report
@@ -114,6 +115,28 @@ def train_judge(train: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str, A
 # --------------------------------------------------------------------------- analyses
 
 
+# a FAIL where one answer takes at least this share of the probes (and twice the share of the
+# most asked intent) is read as "has not learned the requests apart", not as brittleness
+ONE_ANSWER_SHARE = 0.5
+
+
+def _remedy(judged: Mapping[str, str], expected: Mapping[str, str]) -> str:
+    """What a FAIL most likely means, from the judged intent of each probe prompt and the one
+    it asks for: one answer to nearly every request (the model has not learned to tell them
+    apart: undertrained, or the data do not reach it), or answers that follow the wording."""
+    top, count = Counter(judged.values()).most_common(1)[0]
+    share = count / len(judged)
+    asked = max(Counter(expected.values()).values()) / len(expected)
+    if share >= max(ONE_ANSWER_SHARE, 2 * asked):
+        answer = "no answer" if top == NO_ANSWER else top
+        return (f"{share:.0%} of the {len(judged)} probe prompts get one answer ({answer}), "
+                f"where no intent is asked by more than {asked:.0%}: the model has not learned "
+                "to tell the requests apart — see baselines and loss_phases (undertrained?) "
+                "before adding data")
+    return ("the model answers by surface form, not by request — add paraphrases to the "
+            "training data")
+
+
 def _pct(x: float) -> str:
     return f"{x:.1%}"
 
@@ -193,7 +216,7 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
         "novel_accuracy": novel_hits / n_mft if n_mft else None,
         "n_inv_groups": n_groups, "n_inv_pairs": pairs, "n_mft": n_mft, **judge_values,
     }
-    statuses, parts = [], []
+    parts: list[tuple[str, str]] = []
     decisions: dict[str, Any] = {}
     est = novel = None
     if pairs:
@@ -203,10 +226,10 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
                          fail_line=th["consistency_pass"] - th["warn_margin"],
                          higher_is_better=True, fmt=_pct)
         decisions["consistency"] = verdict.rule
-        statuses.append(verdict.status)
-        parts.append(f"consistency (share of {pairs} paraphrase pairs that agree) "
-                     f"{verdict.reason}; {values['consistent_and_correct']:.0%} of {n_groups} "
-                     "groups all answer the expected intent")
+        parts.append((verdict.status,
+                      f"consistency (share of {pairs} paraphrase pairs that agree) "
+                      f"{verdict.reason}; {values['consistent_and_correct']:.0%} of {n_groups} "
+                      "groups all answer the expected intent"))
     if n_mft:
         novel = rate([1] * novel_hits + [0] * (n_mft - novel_hits), [1] * n_mft, "novel prompts")
         values.update(novel.values("novel_accuracy"))
@@ -214,13 +237,15 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
                          fail_line=th["novel_accuracy_pass"] - th["warn_margin"],
                          higher_is_better=True, fmt=_pct)
         decisions["novel_accuracy"] = verdict.rule
-        statuses.append(verdict.status)
-        parts.append(f"novel accuracy {verdict.reason}")
-    status = worst(statuses)
+        parts.append((verdict.status, f"novel accuracy {verdict.reason}"))
+    statuses = [status for status, _ in parts]
+    status, _ = combine(parts)
     if status == "FAIL":
-        parts.append("the model answers by surface form, not by request — add paraphrases to "
-                     "the training data")
-    parts.append(f"judge accuracy {judge.accuracy:.1%} on val")
+        expected = {p: g["intent"] for g in probes.inv for p in g["prompts"]}
+        expected.update((r["prompt"], r["intent"]) for r in probes.mft)
+        parts.append(("FAIL", _remedy(intent, expected)))
+    status, reason = combine(parts)
+    reason += f"; judge accuracy {judge.accuracy:.1%} on val"
     details: dict[str, Any] = {
         "failures": {"inv": failures_inv, "mft": failures_mft}, "tables": [], "notes": [],
         "decisions": decisions,
@@ -275,4 +300,4 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
     if len(inv_rows) > MAX_ROWS or len(failures_mft) > MAX_ROWS:
         details["notes"].append(f"tables show the first {MAX_ROWS} rows; every failure is "
                                 "in details.failures of diagnostics.json")
-    return CheckResult(NAME, status, "; ".join(parts), values, th, details)
+    return CheckResult(NAME, status, reason, values, th, details)

@@ -48,6 +48,10 @@ UNCHECKED_WHEN_SKIPPED = (
 DEFAULTS: dict[str, float] = {}
 DEFAULT_TOLERANCE = 0.02
 UPDATE_HINT = "bankllm gate --run RUN --update"
+# a lower val loss is also what a broken evaluation gives (targets not shifted: val loss near
+# 0), so the advice to re-baseline waits for the checks that would catch one
+LOCK_IN = (f"once causality, leakage and checkpoint pass, lock the gain in with "
+           f"`{UPDATE_HINT}`")
 
 #: refusal keys: (summary key, what the message calls it)
 REFUSAL_KEYS: tuple[tuple[str, str], ...] = (
@@ -283,7 +287,7 @@ def analyse_regression(
         else:
             reason = what
             if est.high < -eff:
-                reason += f"; improved: lock the gain in with `{UPDATE_HINT}`"
+                reason += f"; improved: {LOCK_IN}"
         if verdict.more_items is not None:
             values["more_items"] = verdict.more_items
         details["decisions"] = {"rel_change": verdict.rule}
@@ -299,5 +303,5 @@ def analyse_regression(
         return CheckResult(NAME, "FAIL", reason, values, used, details)
     reason = f"{cmp} ≤ {tol_text}"
     if rel < -eff:
-        reason += f"; improved: lock the gain in with `{UPDATE_HINT}`"
+        reason += f"; improved: {LOCK_IN}"
     return CheckResult(NAME, "PASS", reason, values, used, details)
