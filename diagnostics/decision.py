@@ -358,7 +358,8 @@ def _decide(est: Estimate, pass_line: float, fail_line: float, higher_is_better:
         settle = (f"the value lies too close to the line for this sample: about "
                   f"{math.ceil((more + est.n) / est.n)}x as many {est.unit} would settle it")
     else:
-        settle = f"about {more} more {est.unit} would settle it"
+        unit = est.unit[:-1] if more == 1 and est.unit.endswith("s") else est.unit
+        settle = f"about {more} more {unit} would settle it"
     side = better if (est.value >= line) == higher_is_better else worse
     return Verdict("WARN", f"{shown} spans the line {fmt(line)} (value {side} it): "
                    f"inconclusive; {settle}", more)

@@ -33,6 +33,15 @@ def test_a_value_at_the_line_on_a_small_sample_warns_and_says_how_many_more_sett
     assert verdict.more_items is not None and verdict.more_items > 0
 
 
+def test_one_more_item_is_named_in_the_singular():
+    # 0.6 +- 0.052 over 10 items against a 0.65 line: 10 x (0.052 / 0.05)^2 - 10 = 0.8 -> 1 more
+    few = Estimate(value=0.6, low=0.548, high=0.652, n=10, unit="val conversations",
+                   method="test")
+    verdict = decide(few, pass_line=0.65, fail_line=0.65, higher_is_better=False)
+    assert verdict.more_items == 1
+    assert "about 1 more val conversation would settle it" in verdict.reason, verdict.reason
+
+
 def test_a_value_almost_on_the_line_says_how_many_times_the_sample_not_millions_more():
     # +3.14% against a +3.13% line over 90 conversations (a gate seen in practice): the
     # items to add run into millions, which is no advice
