@@ -20,4 +20,5 @@ def test_baselines(bankllm_run, encoded_split, model, thresholds, diagnose):
     baselines = ngram_baselines(plain(train), plain(val), len(tok))
     losses = per_conversation_losses(model, val, tok.pad_id, precision="fp32")
     diagnose(analyse_baselines(losses, baselines, thresholds.for_check(NAME),
-                               recorded_val_loss=bankllm_run.metrics.get("best_val_loss")))
+                               recorded_val_loss=bankllm_run.metrics.get("best_val_loss"),
+                               optimizer_steps=len(bankllm_run.metrics.get("steps") or [])))

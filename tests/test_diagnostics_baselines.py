@@ -180,8 +180,9 @@ def test_few_conversations_on_the_bigram_line_rarely_fail_and_far_past_it_fail(n
     base = _baselines(n, seed=n)
     rng = random.Random(n)
     worse = [(s * 1.3 * math.exp(rng.gauss(0, 0.05)), k) for s, k in base["bigram"]]
-    result = analyse_baselines(worse, base, TH)
+    result = analyse_baselines(worse, base, TH, optimizer_steps=20)
     assert result.status == "FAIL", result.reason
+    assert "which word follows which after 20 optimizer steps" in result.reason
 
 
 def test_no_target_tokens_skips_and_says_what_goes_unchecked():

@@ -209,6 +209,7 @@ def _pct(v: float) -> str:
 def analyse_baselines(
     model: Sequence[tuple[float, int]], baselines: Mapping[str, Sequence[tuple[float, int]]],
     thresholds: Mapping[str, float], recorded_val_loss: float | None = None,
+    optimizer_steps: int | None = None,
 ) -> CheckResult:
     """Judge the model's val cross-entropy against the n-gram baselines.
 
@@ -218,7 +219,8 @@ def analyse_baselines(
     (relative; the paired interval holds on a few conversations), WARN when it does not
     conclusively beat
     the trigram by ``trigram_pass``, PASS otherwise. ``recorded_val_loss``: the run's best val
-    loss from metrics.json, shown beside the recomputed one.
+    loss from metrics.json, shown beside the recomputed one; ``optimizer_steps``: how many
+    the run took, named in a FAIL (a few dozen steps can leave a model short of a bigram).
     """
     th = thresholds
     used = {k: th[k] for k in ("bigram_fail", "trigram_pass")}
@@ -268,10 +270,11 @@ def analyse_baselines(
     ce = (f"model val CE {values['model_val_ce']:.4g} vs bigram {values['bigram_val_ce']:.4g}, "
           f"trigram {values['trigram_val_ce']:.4g} nats/token")
     if bi.status == "FAIL":
-        reason = (f"the model has learned no more than which word follows which: {ce}; (model - "
-                  f"bigram) / bigram {bi.reason}; before training longer, check the learning "
-                  "rate (training_health's update ratios) and that the data reach the model "
-                  "(causality, coverage)")
+        after = f" after {optimizer_steps} optimizer steps" if optimizer_steps else ""
+        reason = (f"the model has learned no more than which word follows which{after}: {ce}; "
+                  f"(model - bigram) / bigram {bi.reason}; before training longer, check the "
+                  "learning rate (training_health's update ratios) and that the data reach the "
+                  "model (causality, coverage)")
         return CheckResult(NAME, "FAIL", reason, values, used, details)
     if bi.status != "PASS":
         reason = (f"not conclusively better than a bigram table: {ce}; (model - bigram) / "
