@@ -192,7 +192,13 @@ def test_no_target_tokens_skips_and_says_what_goes_unchecked():
     assert "n-gram" in UNCHECKED_WHEN_SKIPPED
 
 
-def test_mismatched_targets_are_refused():
+def test_a_model_scored_on_other_targets_than_the_mask_fails_and_says_why():
+    """Padding entering the trainer's loss makes the model count more targets than the loss
+    mask the n-grams are scored on: a fault of the run, not of the check."""
     base = _baselines(5)
-    with pytest.raises(ValueError, match="other targets"):
-        analyse_baselines([(1.0, n + 1) for _, n in base["bigram"]], base, TH)
+    result = analyse_baselines([(1.0, n + 1) for _, n in base["bigram"]], base, TH)
+    assert result.status == "FAIL"
+    assert "counts other target tokens than the run's loss mask in 5 of 5" in result.reason
+    assert "padding or masked positions enter the loss" in result.reason
+    with pytest.raises(ValueError, match="conversations scored"):
+        analyse_baselines(base["bigram"][:4], base, TH)

@@ -227,9 +227,20 @@ def analyse_baselines(
     keep = [i for i, (_, n) in enumerate(model) if n > 0]
     tokens = [model[i][1] for i in keep]
     for name, rows in baselines.items():
-        if len(rows) != len(model) or any(rows[i][1] != model[i][1] for i in keep):
-            raise ValueError(f"{name}: scored on other targets than the model")
+        if len(rows) != len(model):
+            raise ValueError(f"{name}: {len(rows)} conversations scored, the model {len(model)}")
     values: dict[str, Any] = {"n_conversations": len(keep), "n_tokens": int(sum(tokens))}
+    counted = [n for _, n in baselines["bigram"]]  # every n-gram is scored on the mask
+    differ = [i for i, (row, (_, n)) in enumerate(zip(counted, model, strict=True)) if row != n]
+    if differ:
+        i = differ[0]
+        values["conversations_with_other_targets"] = len(differ)
+        return CheckResult(NAME, "FAIL", (
+            f"the model's val loss counts other target tokens than the run's loss mask in "
+            f"{len(differ)} of {len(model)} val conversations (conversation {i}: "
+            f"{model[i][1]} scored, {counted[i]} in the mask): padding or masked positions "
+            "enter the loss, so no loss of this run compares with anything — see causality"),
+            values, used)
     details: dict[str, Any] = {"tables": [], "notes": [
         "n-gram models: interpolated Kneser-Ney (Ney's discounts) backing off to uniform over "
         "the vocabulary, fitted on the train split's targets; scored on the model's val "
