@@ -13,7 +13,7 @@ from bankllm.fileio import atomic_write_json
 from diagnostics import report as rep
 from diagnostics.analyses.loss_phases import analyse_loss_phases
 from diagnostics.analyses.overfitting import analyse_overfitting
-from diagnostics.results import CheckResult, table, tally, worst
+from diagnostics.results import CheckResult, combine, table, tally, worst
 from diagnostics.testing import (
     healthy_metrics,
     plant_nonfinite,
@@ -53,6 +53,13 @@ def test_check_result_round_trip_and_one_line_reason():
         CheckResult.from_dict({"status": "PASS"})
     assert worst(["PASS", "SKIP", "WARN"]) == "WARN" and worst([]) == "SKIP"
     assert tally([r]) == {"PASS": 0, "WARN": 1, "FAIL": 0, "SKIP": 0}
+
+
+def test_a_reason_of_several_findings_opens_with_the_worst():
+    parts = [("SKIP", "exposure not measured"), ("PASS", "a fine"), ("WARN", "b unsure"),
+             ("FAIL", "c failed"), ("WARN", "d unsure")]
+    assert combine(parts) == ("FAIL", "c failed; b unsure; d unsure; a fine; exposure not measured")
+    assert combine([("SKIP", "nothing")]) == ("SKIP", "nothing")
 
 
 def test_report_json_validates_and_is_ordered(report_and_run):

@@ -18,7 +18,7 @@ from bankllm.audit import (
     audit_corpus,
 )
 from diagnostics.decision import decide, rate, rate_in_family
-from diagnostics.results import CheckResult, table, worst
+from diagnostics.results import CheckResult, combine, table
 
 NAME = "data_consistency"
 ORDER = 35  # place in the report: beside leakage, the other check of the data itself
@@ -113,8 +113,7 @@ def analyse_data_consistency(conversations: Sequence[dict[str, Any]],
     else:
         details["notes"].append("intent conflicts not measured: no intent labels or no "
                                 "near-identical labelled customer turns")
-    status = worst(statuses)
-    reason = "; ".join(parts)
+    status, reason = combine(zip(statuses, parts, strict=True))
     if status == "FAIL":
         reason += (": the model would learn the noise — fix the generator or relabel "
                    "(`bankllm data audit FILE` lists the examples)")

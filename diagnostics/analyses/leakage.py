@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from diagnostics.decision import decide, rate
-from diagnostics.results import CheckResult, table, worst
+from diagnostics.results import CheckResult, combine, table
 
 NAME = "leakage"
 ORDER = 40  # place in the report
@@ -109,11 +109,12 @@ def analyse_leakage(
                            higher_is_better=False)
     near_verdict = decide(near_est, pass_line=max_near, fail_line=max_near,
                           higher_is_better=False)
-    status = worst([exact_verdict.status, near_verdict.status])
     details["decisions"] = {"exact_share": exact_verdict.rule, "near_share": near_verdict.rule}
-    reason = (f"exact copies of train: {values['exact']}/{n} val conversations, "
-              f"{exact_verdict.reason}; near-duplicates (ratio ≥ {cutoff:g}): "
-              f"{values['near']}/{n}, {near_verdict.reason}")
+    status, reason = combine([
+        (exact_verdict.status, f"exact copies of train: {values['exact']}/{n} val "
+                               f"conversations, {exact_verdict.reason}"),
+        (near_verdict.status, f"near-duplicates (ratio ≥ {cutoff:g}): {values['near']}/{n}, "
+                              f"{near_verdict.reason}")])
     if status == "FAIL":
         reason += (": val loss overstates generalisation — deduplicate the corpus (exact and "
                    "fuzzy) before splitting")

@@ -34,7 +34,7 @@ import numpy as np
 from bankllm.tokenizer import Tokenizer, normalise_text, split_words
 from diagnostics.decision import Verdict, decide, difference, rate
 from diagnostics.paired import identity
-from diagnostics.results import CheckResult, table, worst
+from diagnostics.results import CheckResult, combine, table
 
 NAME = "memorization"
 ORDER = 50  # place in the report
@@ -504,14 +504,14 @@ def analyse_memorization(
         f"are private training values (any training value: {val['regurgitation_any']:.1%}; "
         f"values in ≥ {public} training conversations count as public)")
     chance = f", chance {base['exact']:.1%}" if "exact" in base else ""
-    parts = [f"EM train {train['exact']:.1%} vs val {val['exact']:.1%}{chance}; gap "
-             f"{gap_verdict.reason}"]
+    gap_text = (f"EM train {train['exact']:.1%} vs val {val['exact']:.1%}{chance}; gap "
+                f"{gap_verdict.reason}")
     if gap_status == "FAIL":
-        parts.append("the model reproduces training answers it cannot produce for unseen "
+        gap_text += ("; the model reproduces training answers it cannot produce for unseen "
                      "conversations — regularise (dropout, weight decay), stop earlier or add data")
-    parts.append(f"value regurgitation (private training amounts among the {said} in val "
-                 f"answers) {reg_verdict.reason}")
+    reg_text = (f"value regurgitation (private training amounts among the {said} in val "
+                f"answers) {reg_verdict.reason}")
     if reg_status == "FAIL":
-        parts.append("a privacy risk: the model hands one customer's amounts to another")
-    status = worst([gap_status, reg_status])
-    return CheckResult(NAME, status, "; ".join(parts), values, used, details)
+        reg_text += "; a privacy risk: the model hands one customer's amounts to another"
+    status, reason = combine([(gap_status, gap_text), (reg_status, reg_text)])
+    return CheckResult(NAME, status, reason, values, used, details)

@@ -29,7 +29,7 @@ import numpy as np
 
 from bankllm.intervals import wilson
 from diagnostics.decision import Estimate, Verdict, decide, two_samples
-from diagnostics.results import CheckResult, table, worst
+from diagnostics.results import CheckResult, combine, table
 
 NAME = "privacy"
 ORDER = 55  # after memorization (50)
@@ -366,6 +366,5 @@ def analyse_privacy(
             f"exposure = log2 |space| − log2 rank among {values['n_candidates']} random secrets "
             "per canary (a skew-normal fit where none beats the canary); e bits ≈ the attacker's "
             "candidates cut by 2^e")
-    status = worst([s for s in (ex_verdict.status, mia.status) if s != "SKIP"] or ["SKIP"])
-    reason = f"{ex_verdict.reason}; {mia_reason}"
+    status, reason = combine([(ex_verdict.status, ex_verdict.reason), (mia.status, mia_reason)])
     return CheckResult(NAME, status, reason, values, used, details)
