@@ -54,6 +54,19 @@ def test_weights_of_another_epoch_fail_and_the_reason_names_it():
     assert result.values["val_nearest_epoch"] == 2
 
 
+def test_a_best_checkpoint_replaced_by_a_worse_epoch_fails():
+    """A trainer that saves every epoch (val rose after epoch 2): the weights are epoch 3's
+    and score its loss, as the record says, but epoch 2 scored lower, so 'best' is not."""
+    rising = [EPOCHS[0], EPOCHS[2], EPOCHS[1]]
+    result = analyse_checkpoint(_scores(rising[2]), _metrics(rising, 3, TOKENS), TH)
+    assert result.status == "FAIL", result.reason
+    assert result.reason.startswith("epoch 2 scored a lower val loss")
+    assert "a worse epoch replaced the best checkpoint" in result.reason
+    assert result.values["lowest_val_epoch"] == 2
+    tied = [EPOCHS[0], EPOCHS[2], EPOCHS[2]]  # equal losses: the trainer keeps the first
+    assert analyse_checkpoint(_scores(tied[1]), _metrics(tied, 2, TOKENS), TH).status == "PASS"
+
+
 def test_weights_that_score_no_epoch_fail():
     result = analyse_checkpoint(_scores(EPOCHS[2], 1.04), _metrics(EPOCHS, 3, TOKENS), TH)
     assert result.status == "FAIL" and "no epoch's recorded val loss" in result.reason

@@ -68,12 +68,33 @@ def analyse_checkpoint(
         return CheckResult(NAME, "SKIP", f"the best epoch ({best_epoch}) recorded no val loss: "
                            "nothing to compare the best weights with", values, used)
     status = worst(statuses)
-    shown = "; ".join(texts)
+    shown = f"best weights (epoch {best_epoch}) rescored: {'; '.join(texts)}"
+    lower = _lower_than_best(epochs, best_epoch)
+    if lower is not None:
+        values["lowest_val_epoch"] = lower["epoch"]
+        return CheckResult(NAME, "FAIL", (
+            f"epoch {lower['epoch']} scored a lower val loss ({_num(lower['val_loss'])}) than "
+            f"the recorded best, epoch {best_epoch} "
+            f"({_num(epochs[best_epoch].get('val_loss'))}): a worse epoch replaced the best "
+            f"checkpoint, so every later check reads weights that did not score best — the "
+            f"trainer must save only on improvement; {shown}"), values, used, details)
     if status == "PASS":
-        return CheckResult(NAME, "PASS", f"best weights (epoch {best_epoch}) rescored: {shown}: "
-                           "every later check reads the weights that scored best", values, used)
-    return CheckResult(NAME, status, f"best weights (epoch {best_epoch}) rescored: {shown}",
-                       values, used, details)
+        return CheckResult(NAME, "PASS", f"{shown}: every later check reads the weights that "
+                           "scored best", values, used)
+    return CheckResult(NAME, status, shown, values, used, details)
+
+
+def _lower_than_best(epochs: Mapping[Any, Mapping[str, Any]],
+                     best_epoch: Any) -> Mapping[str, Any] | None:
+    """The epoch of lowest val loss when it is lower than the recorded best epoch's, else None
+    (the trainer keeps the first of equal losses)."""
+    scored = [e for e in epochs.values()
+              if isinstance(e.get("val_loss"), (int, float)) and math.isfinite(e["val_loss"])]
+    best = epochs[best_epoch].get("val_loss")
+    if not scored or not isinstance(best, (int, float)):
+        return None
+    lowest = min(scored, key=lambda e: e["val_loss"])
+    return lowest if lowest["val_loss"] < best else None
 
 
 def _compare(part: str, rescored: Sequence[tuple[float, int]], metrics: Mapping[str, Any],
