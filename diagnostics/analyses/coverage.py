@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diagnostics.decision import decide, rate
-from diagnostics.results import CheckResult, worst
+from diagnostics.results import CheckResult, combine
 
 NAME = "coverage"
 ORDER = 8  # first: whether the loss every later check reads covers the data
@@ -93,5 +93,5 @@ def analyse_coverage(unk_targets: Sequence[int], targets: Sequence[int], truncat
     # no "decisions" for seed pooling: the truncated share is no estimate, and a seed group's
     # members share one split and tokenizer, so the worst member's verdict is the group's
     details: dict[str, Any] = {"notes": []}
-    return CheckResult(NAME, worst([unk_verdict.status, cut_status]),
-                       f"{unk_reason}; {cut_reason}", values, th, details)
+    status, reason = combine([(unk_verdict.status, unk_reason), (cut_status, cut_reason)])
+    return CheckResult(NAME, status, reason, values, th, details)
