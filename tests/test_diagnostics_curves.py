@@ -266,6 +266,17 @@ def test_plateau_gives_recommended_stop_epoch(healthy):
     assert "recommended stop epoch 4" in result.reason
 
 
+def test_a_plateau_that_val_left_again_says_patience_stops_too_early(healthy):
+    m = copy.deepcopy(healthy)
+    assert "fell again" not in phases(m).reason
+    m["epochs"][-1]["val_loss"] = m["epochs"][3]["val_loss"] - 0.05  # after the epoch-4 plateau
+    result = phases(m)
+    assert result.status == "PASS" and "recommended stop epoch 4" in result.reason
+    assert f"fell again after it, to {m['epochs'][-1]['val_loss']:.4g} at epoch 8" in result.reason
+    assert "patience of 2 epochs would stop this run too early" in result.reason
+    assert result.values["improved_after_plateau"] == 8
+
+
 def test_still_improving_warns():
     m = healthy_metrics(epochs=3)
     result = phases(m)

@@ -331,4 +331,10 @@ def analyse_loss_phases(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
     reason = (f"val loss plateaued after epoch {stop.plateau_epoch} (best {stop.best_value:.4g}; "
               f"< {th['min_delta']:g} better for {int(th['patience'])} epochs): recommended stop "
               f"epoch {stop.plateau_epoch}; {values.get('n_phases', 0)} phases{tail}")
+    lowest = min(vals, key=lambda ev: ev[1])
+    if lowest[1] < stop.best_value - th["min_delta"]:
+        values["improved_after_plateau"] = lowest[0]
+        reason += (f"; but val fell again after it, to {lowest[1]:.4g} at epoch {lowest[0]} "
+                   f"(the run's best): a patience of {int(th['patience'])} epochs would stop "
+                   "this run too early")
     return CheckResult(NAME, "PASS", reason, values, used, details)
