@@ -289,6 +289,10 @@ def test_one_intent_just_past_the_fail_line_warns_until_it_beats_the_family_of_i
     clear = analyse_faithfulness(probes, swapped(int(0.6 * n_variants)), TH_DIR)
     assert clear.values["per_intent"]["check_balance"]["status"] == "FAIL"
     assert clear.status == "FAIL" and "check_balance" in clear.reason
+    # the pooled share over every intent does not fail: the reason opens with what does
+    assert clear.values["faithfulness_ci95_high"] >= TH_DIR["faithfulness_pass"] - TH_DIR[
+        "warn_margin"]
+    assert clear.reason.startswith("worst intent check_balance"), clear.reason
 
 
 def test_dir_probes_with_their_own_entities_are_judged_by_their_own_mentions():

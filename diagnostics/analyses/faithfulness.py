@@ -20,7 +20,7 @@ from bankllm.probes import dir_mentions
 from diagnostics.analyses._probes import MAX_ROWS, clip_answer
 from diagnostics.decision import decide, family_level, rate, rate_in_family
 from diagnostics.paired import identity
-from diagnostics.results import CheckResult, table, worst
+from diagnostics.results import CheckResult, combine, table, worst
 
 NAME = "faithfulness"
 ORDER = 70  # place in the report
@@ -131,17 +131,20 @@ def analyse_faithfulness(probes: Any, responses: Mapping[str, str],
     status = "FAIL" if failing else pooled_verdict.status
     if prob_verdict is not None:
         status = worst([status, prob_verdict[1].status])
-    reason = f"{faithful}/{n} entity-swapped requests answered about the requested entity: " \
-             f"{pooled_verdict.reason}"
+    parts = [(pooled_verdict.status, f"{faithful}/{n} entity-swapped requests answered about "
+                                     f"the requested entity: {pooled_verdict.reason}")]
     worst_intent = min(intents, key=lambda k: intents[k].value)
     if failing or status != "PASS":
-        reason += f"; worst intent {worst_intent}: {intent_verdicts[worst_intent].reason}"
+        parts.append((intent_verdicts[worst_intent].status,
+                      f"worst intent {worst_intent}: {intent_verdicts[worst_intent].reason}"))
     if prob_verdict is not None:
-        reason += (f"; probability of the requested entity where the answer names one "
-                   f"{prob_verdict[1].reason}")
         weakest = min(prob_intents, key=lambda k: prob_intents[k][0].value)
+        text = ("probability of the requested entity where the answer names one "
+                f"{prob_verdict[1].reason}")
         if prob_intents[weakest][1].status == "FAIL":
-            reason += f"; for {weakest}: {prob_intents[weakest][1].reason}"
+            text += f"; for {weakest}: {prob_intents[weakest][1].reason}"
+        parts.append((worst([prob_verdict[1].status, prob_intents[weakest][1].status]), text))
+    _, reason = combine(parts)
     if status == "FAIL":
         reason += (f"; {swapped} answers name another of the probe's entities instead — the model "
                    "ignores the entity the customer asked about")
