@@ -405,8 +405,11 @@ def test_a_small_sample_on_the_fail_line_rarely_fails(healthy, n_val):
     plateau = [_sampled_run(healthy, n_val, [0.5 * (1 + line)] * 8, [0.5] * 8, rng)
                for _ in range(60)]
     rises = sum(overfit(m).status == "FAIL" for m in rising)
-    gaps = sum(overfit(m).status == "FAIL" for m in plateau)
-    assert rises <= 5 and gaps <= 5, (rises, gaps)
+    plateau_status = [overfit(m).status for m in plateau]
+    assert rises <= 5 and plateau_status.count("FAIL") <= 5, (rises, plateau_status)
+    # nor does a gap on the fail line PASS: over 4 conversations a sample's val can fall below
+    # its train_eval, and that negative point gap once passed whatever its interval
+    assert plateau_status.count("PASS") <= 5, plateau_status
 
 
 def test_a_gap_past_its_fail_line_on_a_small_noisy_sample_is_not_conclusive(healthy):
