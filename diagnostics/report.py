@@ -538,7 +538,9 @@ def training_health_png(result: Mapping[str, Any]) -> bytes | None:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for group, points in series.items():
         if points:
-            ax.plot(*zip(*points, strict=True), lw=1, label=group,
+            # a log axis has no 0: a group that never moved gets its name, not an empty line
+            label = group if any(r > 0 for _, r in points) else f"{group} (ratio 0: not drawn)"
+            ax.plot(*zip(*points, strict=True), lw=1, label=label,
                     ls="-" if group in JUDGED_GROUPS else "--")
     low, high, factor = th.get("ratio_low"), th.get("ratio_high"), th.get("fail_factor")
     if finite(low) and finite(high):

@@ -53,6 +53,19 @@ def test_weights_that_barely_move_warn_then_fail_and_say_raise_lr():
     assert "raise lr" in frozen.reason
 
 
+def test_weights_the_optimizer_never_updates_fail_and_are_not_dropped():
+    """A ratio of exactly 0 (the MLP left out of the optimizer's parameter groups) is a
+    measurement: the group FAILs and the reason says it never moved, not "raise lr"."""
+    metrics = plant_update_ratio(with_update_ratios(healthy_metrics()), "mlp", 0.0)
+    result = analyse_training_health(metrics, TH)
+    assert result.status == "FAIL", result.reason
+    assert "mlp did not move in any of its 24 logged steps" in result.reason
+    assert "check that the optimizer updates every weight" in result.reason
+    assert "raise lr" not in result.reason and "attention" not in result.reason
+    assert "mlp" in result.values["groups"]
+    assert training_health_png(result.to_dict()).startswith(PNG)  # a log axis with ratios of 0
+
+
 def test_first_and_last_thirds_are_reported():
     metrics = with_update_ratios(healthy_metrics(), ratio=1e-3, spread=0.0)
     for s in metrics["steps"]:

@@ -53,21 +53,26 @@ METHOD = ("median over logged steps of ||dw|| / ||w|| per group, log10, percenti
           "over the logged steps")
 
 
+# a step that did not move a group at all (ratio 0) counts as this on the log scale: below
+# every fail line, so weights the optimizer never updates are judged, not dropped
+ZERO_RATIO = 1e-12
+
+
 def ratio_series(metrics: Mapping[str, Any]) -> dict[str, list[tuple[int, float]]]:
-    """Per group, ``(step, ratio)`` of every logged step with a finite positive ratio, in step
-    order; empty when the run logged none."""
+    """Per group, ``(step, ratio)`` of every logged step with a finite ratio (0 included: the
+    group did not move), in step order; empty when the run logged none."""
     out: dict[str, list[tuple[int, float]]] = {}
     for s in sorted(metrics.get("steps") or [], key=lambda s: s["step"]):
         for group, ratio in (s.get("update_ratio") or {}).items():
-            if finite(ratio) and ratio > 0:
+            if finite(ratio) and ratio >= 0:
                 out.setdefault(group, []).append((int(s["step"]), float(ratio)))
     return out
 
 
 def log_median(ratios: list[float]) -> Estimate:
-    """log10 of the median ratio with a 95% percentile-bootstrap interval over the steps
-    (seeded); an unbounded interval with fewer than 2 steps."""
-    x = np.log10(np.asarray(ratios, dtype=float))
+    """log10 of the median ratio (0 taken as ``ZERO_RATIO``) with a 95% percentile-bootstrap
+    interval over the steps (seeded); an unbounded interval with fewer than 2 steps."""
+    x = np.log10(np.maximum(np.asarray(ratios, dtype=float), ZERO_RATIO))
     value = float(np.median(x))
     if len(x) < 2 or np.ptp(x) == 0:
         bound = (-math.inf, math.inf) if len(x) < 2 else (value, value)
@@ -128,7 +133,10 @@ def analyse_training_health(metrics: Mapping[str, Any],
             details["decisions"][f"{group}_log10_median_low"] = below.rule
             status = worst([above.status, below.status])
             statuses.append(status)
-            if status != "PASS":
+            if status != "PASS" and not any(ratios):
+                problems.append((status, "still", f"{group} did not move in any of its "
+                                 f"{len(ratios)} logged steps (ratio 0: {below.reason})"))
+            elif status != "PASS":
                 side, verdict = ("above", above) if above.status == status else ("below", below)
                 problems.append((status, side, f"{group} {verdict.reason}"))
         rows.append((group, est.n, 10 ** est.value, f"{_fmt(est.low)} to {_fmt(est.high)}",
@@ -154,7 +162,9 @@ def analyse_training_health(metrics: Mapping[str, Any],
         return CheckResult(NAME, status, reason, values, th, details)
     problems.sort(key=lambda p: p[0] != "FAIL")
     hints = {"above": "lower lr (large steps rewrite the weights)",
-             "below": "raise lr (the weights barely move)"}
+             "below": "raise lr (the weights barely move)",
+             "still": "check that the optimizer updates every weight (its parameter groups, a "
+                      "learning rate of 0 for a group)"}
     hint = " or ".join(dict.fromkeys(hints[p[1]] for p in problems))
     reason = "update-to-weight ratio: " + "; ".join(p[2] for p in problems) + f"; {hint}"
     return CheckResult(NAME, status, reason, values, th, details)
