@@ -278,7 +278,8 @@ def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, flo
             status, verdict = "WARN", "overfitting (val still improving)"
             reason = (f"generalization gap: {nums}, rel_gap {final.reason}; but val still "
                       f"improving (best at epoch {ep[best_i]}), so not yet harmful: the model "
-                      "fits train-only content — see the memorization check")
+                      "fits train-only content — see the memorization check — or val is not "
+                      "drawn as train is (a split that is not a random one)")
         else:
             status, verdict = final.status, "overfitting"
             reason = f"overfitting: {nums}, rel_gap {final.reason}: {remedy}"
