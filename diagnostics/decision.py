@@ -192,6 +192,13 @@ def _degrees_of_freedom(weights: np.ndarray) -> float:
     return max(float(weights.sum() ** 2 / (weights**2).sum()) - 1.0, 1.0)
 
 
+def _ratio_estimator_se(sums: np.ndarray, tokens: np.ndarray) -> tuple[float, float]:
+    """(``sum(sums) / sum(tokens)``, its delta-method standard error over the clusters)."""
+    r = float(sums.sum() / tokens.sum())
+    return r, float(np.std(sums - r * tokens, ddof=1)) / math.sqrt(len(sums)) / float(
+        tokens.mean())
+
+
 def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
                  level: float = LEVEL) -> Estimate:
     """Paired relative change ``sum(new) / sum(base) - 1`` of per-item totals (e.g. summed
@@ -217,8 +224,7 @@ def ratio_change(new: Sequence[float], base: Sequence[float], unit: str,
     res = bootstrap((np.arange(len(x)),), statistic, vectorized=True, confidence_level=level,
                     method="percentile", n_resamples=N_RESAMPLES, rng=np.random.default_rng(0))
     ci = res.confidence_interval
-    # linearised ratio: each item's new - (1 + value) * base, over the mean base
-    se = float(np.std(x - (1.0 + value) * y, ddof=1)) / math.sqrt(len(x)) / float(y.mean())
+    _, se = _ratio_estimator_se(x, y)  # of sum(new) / sum(base), so of the change too
     half = float(student_t.ppf(0.5 + level / 2, _degrees_of_freedom(y))) * se
     low, high = min(float(ci.low), value - half), max(float(ci.high), value + half)
     if (x >= 0).all() and (y >= 0).all():  # a ratio of non-negative totals: at least -100%
@@ -243,13 +249,6 @@ def two_samples(statistic: Callable[[np.ndarray, np.ndarray], float], a: Sequenc
     low, high = min(float(ci.low), value), max(float(ci.high), value)
     return Estimate(value, low, high, len(x) + len(y), unit,
                     f"stratified bootstrap over {unit}")
-
-
-def _ratio_estimator_se(sums: np.ndarray, tokens: np.ndarray) -> tuple[float, float]:
-    """(``sum(sums) / sum(tokens)``, its delta-method standard error over the clusters)."""
-    r = float(sums.sum() / tokens.sum())
-    return r, float(np.std(sums - r * tokens, ddof=1)) / math.sqrt(len(sums)) / float(
-        tokens.mean())
 
 
 def ratio_of_rates(a: tuple[Sequence[float], Sequence[float]],
