@@ -21,7 +21,7 @@ from bankllm.tokenizer import normalise_text
 from diagnostics.analyses._probes import MAX_ROWS, NO_ANSWER, clip_answer, probe_prompts
 from diagnostics.decision import decide, rate
 from diagnostics.paired import identity
-from diagnostics.results import CheckResult, combine, table
+from diagnostics.results import CheckResult, combine, table, worst
 
 NAME = "consistency"
 ORDER = 60  # place in the report
@@ -238,9 +238,8 @@ def analyse_consistency(probes: Any, responses: Mapping[str, str], judge: Judge,
                          higher_is_better=True, fmt=_pct)
         decisions["novel_accuracy"] = verdict.rule
         parts.append((verdict.status, f"novel accuracy {verdict.reason}"))
-    statuses = [status for status, _ in parts]
-    status, _ = combine(parts)
-    if status == "FAIL":
+    statuses = [status for status, _ in parts]  # the summary table's marks
+    if worst(statuses) == "FAIL":
         expected = {p: g["intent"] for g in probes.inv for p in g["prompts"]}
         expected.update((r["prompt"], r["intent"]) for r in probes.mft)
         parts.append(("FAIL", _remedy(intent, expected)))
