@@ -328,10 +328,9 @@ def load_run(run_dir: str | Path) -> Run:
     config = read_config(run_dir)
     metrics = read_metrics(run_dir)
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
-    split_info = read_json(run_dir / SPLIT_FILE, "split")
+    split_info, ids = read_split(run_dir)
     try:
         data_path, data_sha = Path(split_info["data"]), split_info["data_sha256"]
-        ids = {k: split_info[k] for k in ("train", "val", "train_eval")}
     except (KeyError, TypeError) as exc:
         raise BankLLMError(f"{run_dir / SPLIT_FILE}: missing field {exc}") from None
     if not data_path.exists() and Path(split_info.get("data_abspath", "")).exists():
@@ -343,6 +342,21 @@ def load_run(run_dir: str | Path) -> Run:
         )
     split = Split.from_ids(load_conversations(data_path), ids)
     return Run(run_dir, config, metrics, tokenizer, split, data_sha)
+
+
+def read_split(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """``split.json`` of ``run_dir``: its contents and the conversation ids of train, val and
+    train_eval (lists of strings); BankLLMError naming the file and the field otherwise."""
+    path = Path(run_dir) / SPLIT_FILE
+    info = read_json(path, "split")
+    try:
+        ids = {k: info[k] for k in ("train", "val", "train_eval")}
+    except (KeyError, TypeError) as exc:
+        raise BankLLMError(f"{path}: missing field {exc}") from None
+    for part, values in ids.items():
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise BankLLMError(f"{path}: field '{part}' must be a list of conversation ids")
+    return info, ids
 
 
 def write_split(run_dir: Path, cfg: TrainConfig, data_sha256: str, ids: dict[str, Any]) -> None:

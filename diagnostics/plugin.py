@@ -259,6 +259,20 @@ def metrics(run_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def split_ids(run_path: Path) -> dict[str, list[str]] | None:
+    """The ids of the run's split.json (train, val, train_eval) without loading the run; None
+    for a run directory without one (a metrics.json alone)."""
+    from bankllm.checkpoints import SPLIT_FILE, read_split
+
+    if not (run_path / SPLIT_FILE).exists():
+        return None
+    try:
+        return read_split(run_path)[1]
+    except BankLLMError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def run_config(bankllm_run: Any) -> Any:
     """The run's resolved TrainConfig."""
     return bankllm_run.config

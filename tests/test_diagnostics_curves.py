@@ -277,6 +277,24 @@ def test_a_plateau_that_val_left_again_says_patience_stops_too_early(healthy):
     assert result.values["improved_after_plateau"] == 8
 
 
+def test_a_train_eval_drawn_outside_train_fails_whatever_the_gap(healthy):
+    """train_eval drawn from val (a split bug): the gap compares val with itself and reads as
+    a good fit; split.json's ids show it."""
+    train = [f"c{i}" for i in range(80)]
+    val = [f"c{i}" for i in range(80, 90)]
+    m = copy.deepcopy(healthy)
+    for e in m["epochs"]:
+        e["train_eval_loss"] = e["val_loss"]
+    assert overfit(m).status == "PASS"
+    TH_O = TH.for_check("overfitting")
+    bad = analyse_overfitting(m, TH_O, {"train": train, "val": val, "train_eval": val})
+    assert bad.status == "FAIL", bad.reason
+    assert "train_eval holds 10 of its 10 conversations outside train (10 of them val" \
+        in bad.reason
+    good = analyse_overfitting(m, TH_O, {"train": train, "val": val, "train_eval": train[:10]})
+    assert good.status == "PASS", good.reason
+
+
 def test_still_improving_warns():
     m = healthy_metrics(epochs=3)
     result = phases(m)

@@ -110,6 +110,21 @@ def test_planted_fault_fails_the_session_and_writes_the_report(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_train_eval_drawn_from_val_fails_overfitting_from_split_json(tmp_path):
+    """The pytest check reads split.json's ids (no model needed): train_eval drawn from val
+    FAILs whatever the gap; a split.json without its id lists is one clear error."""
+    run = fake_run(tmp_path, healthy_metrics())
+    ids = {"train": [f"c{i}" for i in range(8)], "val": ["c8", "c9"]}
+    atomic_write_json(run / "split.json", {**ids, "train_eval": ["c8", "c9"]})
+    proc = run_diagnostics("--run", str(run), "-k", "overfitting")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "train_eval holds 2 of its 2 conversations outside train" in proc.stdout
+    atomic_write_json(run / "split.json", {**ids, "train_eval": "c8"})
+    proc = run_diagnostics("--run", str(run), "-k", "overfitting")
+    assert "split.json: field 'train_eval' must be a list of conversation ids" in proc.stdout
+
+
 @pytest.mark.parametrize("strict, code", [(False, 0), ("--strict", 1)])
 def test_warn_passes_unless_strict(tmp_path, strict, code):
     run = fake_run(tmp_path, healthy_metrics(epochs=3))  # still improving: loss_phases WARN

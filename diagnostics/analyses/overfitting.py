@@ -15,7 +15,7 @@ recorded is judged on the point values, and says so.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -153,16 +153,30 @@ def _rise_verdict(rise: float, est: Estimate | None, n_val: int,
     return _too_few(verdict, n_val, int(th["min_conversations"]))
 
 
-def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, float]) -> CheckResult:
+def analyse_overfitting(metrics: Mapping[str, Any], thresholds: Mapping[str, float],
+                        split_ids: Mapping[str, Sequence[str]] | None = None) -> CheckResult:
     """Per-epoch gap = val - train_eval and rel_gap = gap / train_eval; final rel_gap against
     its lines, widening gap, val rising after its best; verdict underfitting / good fit /
     overfitting. FAIL only on conclusive evidence: an interval past its line (without
     per-conversation losses, a point value over at least ``min_conversations`` val
     conversations). ``metrics``: a run's metrics.json;
-    ``thresholds``: ``overfitting`` keys plus ``min_delta``/``patience``."""
+    ``thresholds``: ``overfitting`` keys plus ``min_delta``/``patience``; ``split_ids``: the
+    run's split.json ids (``train``, ``val``, ``train_eval``), whose train_eval must lie in
+    train for the gap to mean anything (FAIL otherwise)."""
     th = thresholds
     used = {k: th[k] for k in ("rel_gap_pass", "rel_gap_warn", "min_abs_gap", "widen_slope",
                                "widen_epochs", "min_conversations", "min_delta", "patience")}
+    if split_ids is not None:
+        train = set(split_ids["train"])
+        outside = [i for i in split_ids["train_eval"] if i not in train]
+        if outside:
+            in_val = len(set(outside) & set(split_ids["val"]))
+            return CheckResult(NAME, "FAIL", (
+                f"train_eval holds {len(outside)} of its {len(split_ids['train_eval'])} "
+                f"conversations outside train ({in_val} of them val conversations, e.g. "
+                f"{outside[0]}): the gap does not compare val with what the model trained on; "
+                "draw train_eval from train (split.json)"),
+                {"train_eval_outside_train": len(outside), "train_eval_in_val": in_val}, used)
     rows = [e for e in epoch_rows(metrics) if finite(e.get("val_loss"))]
     if not rows:
         return CheckResult(NAME, "SKIP", "no completed epoch with a val loss in metrics.json: "
