@@ -134,7 +134,8 @@ def _remedy(judged: Mapping[str, str], expected: Mapping[str, str]) -> str:
                 "to tell the requests apart — see baselines and loss_phases (undertrained?) "
                 "before adding data")
     return ("the model answers by surface form, not by request — add paraphrases to the "
-            "training data")
+            "training data, once baselines and loss_phases show it trained (a model barely past "
+            "a bigram table answers this way too: train it longer first)")
 
 
 def _pct(x: float) -> str:
