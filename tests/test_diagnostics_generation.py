@@ -15,8 +15,8 @@ from diagnostics.analyses.generation import (
     NAME,
     Measured,
     analyse_generation,
+    decoder_prompts,
     measure_generation,
-    val_prompts,
 )
 from diagnostics.thresholds import Thresholds
 from tests.conftest import make_tiny_config, write_corpus
@@ -36,9 +36,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _measure(run_dir: Path):
     run = load_run(run_dir)
     model = load_model(run_dir, config=run.config, tokenizer=run.tokenizer)
-    # train's conversations too: a tiny corpus has too few val prompts to PASS on
-    prompts = val_prompts(run.split.val + run.split.train, run.tokenizer,
-                          model.config.block_size, 150)
+    prompts = decoder_prompts(run.split.val, run.split.train, run.tokenizer,
+                              model.config.block_size, 150)
+    val_only = decoder_prompts(run.split.val, [], run.tokenizer, model.config.block_size, 150)
+    assert len(val_only) < len(prompts)  # a tiny val set, topped up from train
     return measure_generation(model, run.tokenizer, prompts, 12, TH["tolerance"])
 
 

@@ -5,11 +5,12 @@ The probe checks (``memorization``, ``consistency``, ``faithfulness``) judge ans
 from a KV cache with its own position and padding mask. None of that machinery is what
 training and the loss checks exercise, so a fault in it (a position off by one, a cache row
 mixed up, padding attended to) changes the answers while every loss stays right. This check
-decodes val prompts greedily exactly that way, in fp32, then scores each prompt and its
-answer in one plain forward pass and asks, token by token, whether the generated token has
-the highest log-probability there (within ``tolerance`` nats: fp32 kernels of another shape
-may break an exact tie either way). A healthy run agrees on every token; the share is over
-generated tokens, with its interval over answers (a fault hits some prompts' answers).
+decodes prompts (val's, topped up from train's) greedily exactly that way, in fp32, then
+scores each prompt and its answer in one plain forward pass and asks, token by token,
+whether the generated token has the highest log-probability there (within ``tolerance``
+nats: fp32 kernels of another shape may break an exact tie either way). A healthy run agrees
+on every token; the share is over generated tokens, with its interval over answers (a fault
+hits some prompts' answers).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ DEFAULTS = {
     "agree_pass": 0.995,
     "agree_fail": 0.98,
     "tolerance": 1e-4,  # nats below the best log-probability that still count as first
-    "max_prompts": 200,  # val prompts decoded (evenly spread over the val agent turns)
+    "max_prompts": 200,  # prompts decoded: val's agent turns, topped up from train's
     "max_new_tokens": 40,
 }
 ORDERED = (("agree_fail", "agree_pass"),)
@@ -51,11 +52,10 @@ class Measured:
     misses: list[dict[str, Any]] = field(default_factory=list)
 
 
-def val_prompts(conversations: Sequence[Mapping[str, Any]], tokenizer: Any, block_size: int,
-                limit: int) -> list[list[int]]:
-    """Up to ``limit`` prompts, evenly spread: each val conversation cut before each of its
-    agent turns, encoded as its training context (``encode_prompt(opening=False)``), leaving
-    room in the context to answer."""
+def _cut(conversations: Sequence[Mapping[str, Any]], tokenizer: Any,
+         block_size: int) -> list[list[int]]:
+    """Each conversation cut before each of its agent turns, encoded as its training context
+    (``encode_prompt(opening=False)``), where the context leaves room to answer."""
     prompts = []
     for conv in conversations:
         messages = conv["messages"]
@@ -64,10 +64,25 @@ def val_prompts(conversations: Sequence[Mapping[str, Any]], tokenizer: Any, bloc
                 ids = tokenizer.encode_prompt(messages[:i], opening=False)
                 if len(ids) < block_size:
                     prompts.append(ids)
-    if len(prompts) <= limit:
-        return prompts
-    step = len(prompts) / limit
-    return [prompts[int(k * step)] for k in range(limit)]
+    return prompts
+
+
+def _spread(items: list[list[int]], limit: int) -> list[list[int]]:
+    if len(items) <= limit:
+        return items
+    step = len(items) / limit
+    return [items[int(k * step)] for k in range(limit)]
+
+
+def decoder_prompts(val: Sequence[Mapping[str, Any]], train: Sequence[Mapping[str, Any]],
+                    tokenizer: Any, block_size: int, limit: int) -> list[list[int]]:
+    """Up to ``limit`` prompts, evenly spread over val's agent turns, topped up from train's
+    when val has fewer: whether the decoder computes what the model does is a property of
+    the code, not of the split, and a small val set would leave it inconclusive."""
+    prompts = _spread(_cut(val, tokenizer, block_size), limit)
+    if len(prompts) < limit:
+        prompts += _spread(_cut(train, tokenizer, block_size), limit - len(prompts))
+    return prompts
 
 
 def measure_generation(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
@@ -122,7 +137,7 @@ def analyse_generation(measured: Measured, thresholds: Mapping[str, float]) -> C
     agree = sum(measured.agree)
     values = {**est.values("agree_share"), "tokens": n_tokens, "answers": n_answers,
               "answers_with_a_miss": len(measured.misses)}
-    shown = (f"{agree} of {n_tokens} greedy tokens over {n_answers} val prompts are the "
+    shown = (f"{agree} of {n_tokens} greedy tokens over {n_answers} prompts are the "
              f"forward pass's first choice: {verdict.reason}")
     details: dict[str, Any] = {"decisions": {"agree_share": verdict.rule}, "tables": [],
                                "notes": ["decoded with bankllm.generation.generate (left-padded "
