@@ -150,6 +150,7 @@ def test_one_answer_to_every_request_fails_as_not_learned_not_as_brittleness(set
     brittle, _ = run_both(setup, surface_matcher(split))
     assert "surface form" in brittle.reason and "one answer" not in brittle.reason
     assert "once baselines and loss_phases show it trained" in brittle.reason
+    assert "and generation that these answers are its own" in brittle.reason
 
 
 def test_unreliable_judge_skips_consistency_but_not_faithfulness(setup):

@@ -135,7 +135,8 @@ def _remedy(judged: Mapping[str, str], expected: Mapping[str, str]) -> str:
                 "before adding data")
     return ("the model answers by surface form, not by request — add paraphrases to the "
             "training data, once baselines and loss_phases show it trained (a model barely past "
-            "a bigram table answers this way too: train it longer first)")
+            "a bigram table answers this way too: train it longer first) and generation that "
+            "these answers are its own (a faulty decoder gives such answers too)")
 
 
 def _pct(x: float) -> str:
