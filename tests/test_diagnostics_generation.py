@@ -72,3 +72,5 @@ def test_a_miss_on_a_few_answers_is_no_conclusive_evidence():
     assert "inconclusive" in result.reason and "'a' where the forward pass ranks 'b'" \
         in result.reason
     assert analyse_generation(Measured(), TH).status == "SKIP"
+    broken = analyse_generation(Measured(agree=[3], tokens=[3], nonfinite=2), TH)
+    assert broken.status == "SKIP" and "non-finite log-probabilities on 2 answers" in broken.reason

@@ -50,6 +50,7 @@ class Measured:
     agree: list[int] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     misses: list[dict[str, Any]] = field(default_factory=list)
+    nonfinite: int = 0  # answers whose forward pass gave a non-finite log-probability
 
 
 def _cut(conversations: Sequence[Mapping[str, Any]], tokenizer: Any,
@@ -106,6 +107,9 @@ def measure_generation(model: Any, tokenizer: Any, prompts: Sequence[Sequence[in
             ids = torch.tensor([list(prompt) + answer[:-1]])
             logits, _ = model(ids)
             logp = torch.log_softmax(logits[0, len(prompt) - 1:].float(), dim=-1)
+            if not bool(torch.isfinite(logp).all()):
+                out.nonfinite += 1
+                continue
             chosen = logp[torch.arange(len(answer)), torch.tensor(answer)]
             best, first = logp.max(dim=-1)
             ok = (best - chosen) <= tolerance
@@ -124,8 +128,14 @@ def measure_generation(model: Any, tokenizer: Any, prompts: Sequence[Sequence[in
 def analyse_generation(measured: Measured, thresholds: Mapping[str, float]) -> CheckResult:
     """The share of generated tokens that are the forward pass's first choice, with its
     interval over answers, against ``agree_pass`` / ``agree_fail`` (FAIL when the whole
-    interval lies below the fail line). SKIP without a generated token."""
+    interval lies below the fail line). SKIP without a generated token or when the forward pass
+    gives non-finite log-probabilities."""
     th = {k: thresholds[k] for k in DEFAULTS}
+    if measured.nonfinite:
+        return CheckResult(NAME, "SKIP", f"the model gives non-finite log-probabilities on "
+                           f"{measured.nonfinite} answers: no first choice to compare with "
+                           "(causality FAILs such a model)", {"nonfinite": measured.nonfinite},
+                           th)
     n_answers, n_tokens = len(measured.tokens), sum(measured.tokens)
     if not n_tokens:
         return CheckResult(NAME, "SKIP", "no val prompt produced a generated token: nothing to "
