@@ -12,7 +12,7 @@ whose members' verdicts differ is marked seed-sensitive.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from diagnostics.decision import pool_seeds
@@ -36,7 +36,7 @@ def combine_seeds(results: Sequence[CheckResult], members: Sequence[str]) -> Che
     pooled_status, parts, rows = [], [], []
     for key in keys:
         rules = [r.details["decisions"][key] for r in ran]
-        est, verdict = pool_seeds(rules)
+        est, verdict = pool_seeds(rules, _decision_format(name, key))
         sd = _sd([rule["value"] for rule in rules])
         values.update({key: est.value, f"{key}_ci95_low": est.low, f"{key}_ci95_high": est.high,
                        f"{key}_seed_sd": sd})
@@ -66,6 +66,16 @@ def combine_seeds(results: Sequence[CheckResult], members: Sequence[str]) -> Che
                                     for m, r in zip(members, results, strict=True)],
                                    statuses))
     return CheckResult(name, status, "; ".join(parts), values, results[0].thresholds, details)
+
+
+def _decision_format(check: str, key: str) -> Callable[[float], str]:
+    """How the check shows the value of its decision ``key``: its module's
+    ``decision_format(key)`` where it declares one (a log10 ratio, say), else a percentage."""
+    from diagnostics.registry import CHECKS
+
+    module = {m.NAME: m for m in CHECKS}.get(check)
+    declared = getattr(module, "decision_format", None)
+    return declared(key) if declared is not None else "{:.1%}".format
 
 
 def _sd(values: Sequence[float]) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -54,6 +55,23 @@ def test_a_pooled_share_stays_within_0_and_1():
     unbounded = combine_seeds(results, ["a", "b", "c"])
     assert unbounded.values["consistency_ci95_high"] > 1.0
     assert unbounded.values["consistency_ci95_low"] == pytest.approx(low)
+
+
+def test_a_pooled_log10_ratio_reads_as_a_ratio_not_a_percentage():
+    from diagnostics.analyses.training_health import analyse_training_health
+    from diagnostics.testing import with_update_ratios
+    from diagnostics.thresholds import Thresholds
+
+    th = Thresholds().for_check("training_health")
+    results = [analyse_training_health(with_update_ratios(healthy_metrics(seed=s), ratio=1e-3),
+                                       th) for s in range(3)]
+    pooled = combine_seeds(results, ["s0", "s1", "s2"])
+    assert pooled.status == "PASS", pooled.reason
+    assert "embeddings_log10_median_high over 3 seeds: 0.001 (95% CI 0.00092 to 0.0011" \
+        in pooled.reason, pooled.reason
+    assert re.search(r"mlp_log10_median_high over 3 seeds: [0-9.]+ \(95% CI [0-9.]+ to [0-9.]+ "
+                     r"over 3 training seeds\), all of it on the passing side of 0\.01;",
+                     pooled.reason), pooled.reason
 
 
 def test_a_check_without_estimates_takes_the_worst_member():

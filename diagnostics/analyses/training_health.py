@@ -18,7 +18,7 @@ and biases start at 0, so theirs is unbounded early on; both are reported, not j
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,12 @@ def log_median(ratios: list[float]) -> Estimate:
 
 def _fmt(log10: float) -> str:
     return f"{10 ** log10:.2g}" if math.isfinite(log10) else str(log10)
+
+
+def decision_format(key: str) -> Callable[[float], str]:
+    """How a decision's value reads (every one here is a log10 ratio): pooled over training
+    seeds it shows as the ratio, not as a percentage of its logarithm."""
+    return _fmt
 
 
 def _judge(est: Estimate, th: Mapping[str, float]) -> tuple[Verdict, Verdict]:
