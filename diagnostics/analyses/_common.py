@@ -7,6 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from bankllm.tokenizer import normalise_text
+
 # Lightning EarlyStopping semantics (val loss), shared by loss_phases (plateau) and
 # overfitting (val rising): a thresholds section of its own
 EARLY_STOPPING_DEFAULTS: dict[str, int | float] = {"min_delta": 0.005, "patience": 2}
@@ -58,3 +62,17 @@ def finite(value: Any) -> bool:
 def epoch_rows(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The per-epoch records, sorted by epoch."""
     return sorted(metrics.get("epochs") or [], key=lambda e: e["epoch"])
+
+
+def agent_turns(conversations: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping, int]]:
+    """``(conversation, index)`` of every agent turn with words: the places a prompt is cut."""
+    return [(c, i) for c in conversations for i, m in enumerate(c["messages"])
+            if m["role"] == "agent" and normalise_text(m["content"])]
+
+
+def evenly_spread(n: int, limit: int | None) -> list[int]:
+    """Indices of at most ``limit`` of ``n`` items (all of them without a limit), evenly
+    spread from the first to the last, in order."""
+    if limit is None or n <= limit:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, limit).round()})

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from bankllm.data import EncodedCorpus
+from diagnostics.analyses._common import evenly_spread
 from diagnostics.decision import decide, ratio_change
 from diagnostics.results import CheckResult, combine
 
@@ -97,10 +98,7 @@ def measure_causality(model: torch.nn.Module, corpus: EncodedCorpus, pad_id: int
 
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    picked = range(len(corpus))
-    if max_conversations is not None and len(corpus) > max_conversations:
-        picked = np.linspace(0, len(corpus) - 1, max_conversations).round().astype(int)
-    picked = sorted(set(int(i) for i in picked))
+    picked = evenly_spread(len(corpus), max_conversations)
     batched = per_conversation_losses(model, corpus, pad_id, precision="fp32", indices=picked)
     out = Measurement()
 

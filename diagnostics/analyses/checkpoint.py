@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from diagnostics.analyses._common import finite
 from diagnostics.results import CheckResult, table, worst
 
 NAME = "checkpoint"
@@ -88,10 +89,9 @@ def _lower_than_best(epochs: Mapping[Any, Mapping[str, Any]],
                      best_epoch: Any) -> Mapping[str, Any] | None:
     """The epoch of lowest val loss when it is lower than the recorded best epoch's, else None
     (the trainer keeps the first of equal losses)."""
-    scored = [e for e in epochs.values()
-              if isinstance(e.get("val_loss"), (int, float)) and math.isfinite(e["val_loss"])]
+    scored = [e for e in epochs.values() if finite(e.get("val_loss"))]
     best = epochs[best_epoch].get("val_loss")
-    if not scored or not isinstance(best, (int, float)):
+    if not scored or not finite(best):
         return None
     lowest = min(scored, key=lambda e: e["val_loss"])
     return lowest if lowest["val_loss"] < best else None

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bankllm.tokenizer import Tokenizer, normalise_text, split_words
+from diagnostics.analyses._common import agent_turns
 from diagnostics.decision import Verdict, decide, difference, rate
 from diagnostics.paired import identity
 from diagnostics.results import CheckResult, combine, table
@@ -108,11 +109,6 @@ class Generation:
 # --------------------------------------------------------------------------- items
 
 
-def _agent_turns(conversations: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping, int]]:
-    return [(c, i) for c in conversations for i, m in enumerate(c["messages"])
-            if m["role"] == "agent" and normalise_text(m["content"])]
-
-
 def _turn_items(split: str, turns: Sequence[tuple[Mapping, int]], tokenizer: Tokenizer,
                 block_size: int) -> list[Item]:
     items = []
@@ -169,14 +165,14 @@ def build_items(
     turn) and k-extraction items (a seeded sample of ``n_train`` train conversations; every val
     conversation). Prompts that already fill ``block_size`` are left out."""
     rng = random.Random(seed)
-    train_turns = _agent_turns(train)
+    train_turns = agent_turns(train)
     if len(train_turns) > n_train:
         train_turns = [train_turns[i] for i in sorted(rng.sample(range(len(train_turns)), n_train))]
     train_convs = list(train)
     if len(train_convs) > n_train:
         train_convs = [train_convs[i] for i in sorted(rng.sample(range(len(train_convs)), n_train))]
     return (_turn_items("train", train_turns, tokenizer, block_size)
-            + _turn_items("val", _agent_turns(val), tokenizer, block_size)
+            + _turn_items("val", agent_turns(val), tokenizer, block_size)
             + _extraction_items("train", train_convs, tokenizer, block_size, ks)
             + _extraction_items("val", val, tokenizer, block_size, ks))
 
